@@ -1,0 +1,170 @@
+"""Email: one message per recipient, through Django's email backend (anymail in production).
+
+``sent`` means the provider (anymail) or the SMTP server (Django's SMTP backend)
+accepted the message; with plain SMTP it says nothing more than that your own
+server took it. Delivery and reads come later, from webhooks, reports and the pixel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+from email.utils import formataddr, make_msgid
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.utils import DNS_NAME
+from django.core.validators import validate_email
+
+from ..conf import get_setting
+from ..exceptions import ChannelError, RecipientRejected, TransientChannelError
+from .base import Channel, SendResult
+
+if TYPE_CHECKING:
+    from ..models import Delivery
+
+#: anymail's per-recipient send statuses, and what each means for a delivery.
+ANYMAIL_STATUS = {
+    "sent": "sent",
+    "queued": "sent",
+    "scheduled": "sent",
+    "unknown": "sent",
+    "rejected": "rejected",
+    "invalid": "rejected",
+    "failed": "failed",
+}
+#: Metadata key that lets ESP webhooks name the delivery (anymail backends only).
+METADATA_KEY = "notify_tracking_delivery"
+
+
+class EmailChannel(Channel):
+    reports_delivery = True
+    reports_reads = True
+    option_defaults = {
+        # Dotted path of a Django email backend; None: settings.EMAIL_BACKEND.
+        "EMAIL_BACKEND": None,
+    }
+
+    # --- recipients -----------------------------------------------------------------
+
+    def normalize_address(self, address: str) -> str:
+        return address.strip().lower()
+
+    def validate_address(self, address: str) -> None:
+        validate_email(address)
+
+    def address_for_user(self, user: Any) -> str | None:
+        if self.resolver is not None:
+            return self.resolver(user)
+        return getattr(user, get_user_model().get_email_field_name(), "") or None
+
+    def prepare(self, delivery: Delivery) -> None:
+        domain = get_setting("MESSAGE_ID_DOMAIN") or str(DNS_NAME)
+        delivery.email_message_id = make_msgid(domain=domain)
+
+    # --- sending --------------------------------------------------------------------
+
+    def open(self) -> None:
+        self.connection = get_connection(self.options["EMAIL_BACKEND"], fail_silently=False)
+
+    def close(self) -> None:
+        connection, self.connection = getattr(self, "connection", None), None
+        if connection is not None:
+            # Closing a broken connection: nothing is left to save.
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                connection.close()
+
+    def build_message(self, delivery: Delivery) -> EmailMultiAlternatives:
+        notification = delivery.notification
+        from_email = get_setting("FROM_EMAIL") or settings.DEFAULT_FROM_EMAIL
+        to = formataddr((delivery.recipient_name, delivery.recipient))
+        headers = {"Message-ID": delivery.email_message_id}
+        if notification.request_read_receipt:
+            headers["Disposition-Notification-To"] = from_email
+        message = EmailMultiAlternatives(
+            subject=notification.subject,
+            body=notification.text,
+            from_email=from_email,
+            to=[to],
+            headers=headers,
+            connection=self.connection,
+        )
+        if notification.html:
+            message.attach_alternative(notification.html, "text/html")
+        for attachment in notification.attachments.all():
+            with attachment.file.open("rb") as file:
+                message.attach(attachment.filename, file.read(), attachment.mimetype or None)
+        message.metadata = {METADATA_KEY: str(delivery.token)}  # anymail only
+        return message
+
+    def send_message(self, message: EmailMultiAlternatives, delivery: Delivery) -> SendResult | str:
+        try:
+            count = self.connection.send_messages([message])
+        except Exception as error:
+            self._reset_connection_after(error)
+            raise _classify(error) from error
+        status = getattr(message, "anymail_status", None)
+        if status is not None and status.recipients:
+            recipient = status.recipients.get(delivery.recipient) or next(
+                iter(status.recipients.values())
+            )
+            outcome = ANYMAIL_STATUS.get(recipient.status or "unknown", "sent")
+            message_id = str(recipient.message_id or "")
+            if outcome == "sent":
+                return message_id
+            reason = f"the email provider answered {recipient.status!r}"
+            return SendResult(outcome, message_id=message_id, error=reason)
+        if not count:
+            raise ChannelError("the email backend reported that it sent nothing")
+        return ""
+
+    def _reset_connection_after(self, error: Exception) -> None:
+        if isinstance(error, (OSError, smtplib.SMTPException)):
+            self.close()
+            self.open()
+
+
+def _classify(error: Exception) -> ChannelError:
+    """The channel error that says what a transport exception means for the delivery."""
+    try:
+        from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
+    except ImportError:  # pragma: no cover - anymail is a dependency
+        AnymailAPIError = AnymailError = AnymailRecipientsRefused = ()
+
+    if isinstance(error, AnymailRecipientsRefused):
+        return RecipientRejected(_first_line(error))
+    if isinstance(error, AnymailAPIError):
+        code = error.status_code
+        reason = _first_line(error) + (f" (HTTP {code})" if code else "")
+        if code is None or code == 429 or code >= 500:
+            return TransientChannelError(reason)
+        return ChannelError(reason)
+    if isinstance(error, AnymailError):
+        return ChannelError(_first_line(error))
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(error.recipients.values()), (550, b""))
+        reason = _smtp_reason(code, text)
+        if 400 <= code < 500:
+            return TransientChannelError(reason)
+        return RecipientRejected(reason)
+    if isinstance(error, smtplib.SMTPResponseException):
+        reason = _smtp_reason(error.smtp_code, error.smtp_error)
+        if 400 <= error.smtp_code < 500:
+            return TransientChannelError(reason)
+        return ChannelError(reason)
+    if isinstance(error, (smtplib.SMTPException, OSError)):
+        return TransientChannelError(f"could not reach the mail server: {error}")
+    return ChannelError(f"{type(error).__name__}: {error}")
+
+
+def _smtp_reason(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"the mail server answered {code} {text}".strip()
+
+
+def _first_line(error: Exception) -> str:
+    text = " ".join(str(arg) for arg in error.args) or type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,120 @@
+"""System checks: a bad ``NOTIFY_TRACKING`` setting fails at start, naming the key."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from django.core.checks import Error, Tags, register
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .conf import DEFAULTS, get_setting
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False"
+
+
+def _int_at_least(minimum: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"must be a whole number of at least {minimum}"
+        return None
+
+    return check
+
+
+def _optional_str(value: Any) -> str | None:
+    return (
+        None if value is None or (isinstance(value, str) and value) else "must be a string or None"
+    )
+
+
+def _base_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return "must be an absolute http(s) URL such as 'https://tracker.example.com', or None"
+    return None
+
+
+def _channels(value: Any) -> str | None:
+    if not isinstance(value, dict) or not value:
+        return "must be a non-empty dict of channel name -> {'BACKEND': ..., 'OPTIONS': {...}}"
+    from .channels.base import Channel
+
+    for name, config in value.items():
+        if not isinstance(config, dict) or "BACKEND" not in config:
+            return f"channel {name!r} needs a dict with a 'BACKEND' key"
+        try:
+            backend = import_string(config["BACKEND"])
+        except ImportError as error:
+            return f"channel {name!r}: cannot import BACKEND {config['BACKEND']!r} ({error})"
+        if not (isinstance(backend, type) and issubclass(backend, Channel)):
+            return (
+                f"channel {name!r}: BACKEND must be a subclass of notify_tracking.channels.Channel"
+            )
+        options = config.get("OPTIONS", {})
+        if not isinstance(options, dict):
+            return f"channel {name!r}: OPTIONS must be a dict"
+        try:
+            backend(name=name, **options)
+        except (ImproperlyConfigured, TypeError, ValueError) as error:
+            return f"channel {name!r}: {error}"
+    return None
+
+
+VALIDATORS: dict[str, Callable[[Any], str | None]] = {
+    "CHANNELS": _channels,
+    "DEFAULT_CHANNEL": _optional_str,
+    "FROM_EMAIL": _optional_str,
+    "MESSAGE_ID_DOMAIN": _optional_str,
+    "BASE_URL": _base_url,
+    "TRACK_OPENS": _bool,
+    "TRACK_CLICKS": _bool,
+    "REQUEST_DELIVERY_REPORT": _bool,
+    "REQUEST_READ_RECEIPT": _bool,
+    "COUNT_MACHINE_OPENS": _bool,
+    "RETENTION_DAYS": _int_at_least(1),
+    "MAX_ATTEMPTS": _int_at_least(1),
+    "RETRY_BACKOFF": _int_at_least(0),
+    "RETRY_BACKOFF_MAX": _int_at_least(0),
+    "BATCH_SIZE": _int_at_least(1),
+    "CLAIM_TIMEOUT": _int_at_least(1),
+    "STUCK_AFTER": _int_at_least(1),
+    "QUEUE": _optional_str,
+}
+
+
+def _error(key: str, message: str, number: int) -> Error:
+    return Error(f"NOTIFY_TRACKING[{key!r}] {message}", id=f"notify_tracking.E{number:03d}")
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs=None, **kwargs) -> list[Error]:
+    from django.conf import settings
+
+    user = getattr(settings, "NOTIFY_TRACKING", {})
+    if not isinstance(user, dict):
+        return [Error("settings.NOTIFY_TRACKING must be a dict", id="notify_tracking.E001")]
+    errors = []
+    for key in sorted(set(user) - set(DEFAULTS)):
+        close = difflib.get_close_matches(key, DEFAULTS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        errors.append(_error(key, f"is not a setting of this version{hint}", 2))
+    for key, validate in VALIDATORS.items():
+        if key in user:
+            message = validate(user[key])
+            if message:
+                errors.append(_error(key, message, 3))
+    if not errors:
+        default = get_setting("DEFAULT_CHANNEL")
+        if default not in get_setting("CHANNELS"):
+            errors.append(
+                _error("DEFAULT_CHANNEL", f"names {default!r}, which is not in CHANNELS", 4)
+            )
+        if get_setting("RETRY_BACKOFF_MAX") < get_setting("RETRY_BACKOFF"):
+            errors.append(_error("RETRY_BACKOFF_MAX", "must not be less than RETRY_BACKOFF", 5))
+    return errors

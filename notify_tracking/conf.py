@@ -1,0 +1,98 @@
+"""Settings: one ``NOTIFY_TRACKING`` dict, every key optional.
+
+Read a setting with :func:`get_setting`; the defaults live in :data:`DEFAULTS` and
+nowhere else. docs/settings.md describes every key (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+EMAIL_CHANNEL = {"BACKEND": "notify_tracking.channels.email.EmailChannel", "OPTIONS": {}}
+
+DEFAULTS: dict[str, Any] = {
+    # name -> {"BACKEND": dotted path of a Channel subclass, "OPTIONS": {...}}
+    "CHANNELS": {"email": EMAIL_CHANNEL},
+    "DEFAULT_CHANNEL": "email",
+    # From address of notification emails; None: settings.DEFAULT_FROM_EMAIL.
+    "FROM_EMAIL": None,
+    # Domain of the Message-ID header we set; None: Django's DNS_NAME.
+    "MESSAGE_ID_DOMAIN": None,
+    # Absolute base URL for links in messages (pixel, click, download), e.g.
+    # "https://tracker.example.com". None: no tracking links are added.
+    "BASE_URL": None,
+    "TRACK_OPENS": True,
+    "TRACK_CLICKS": True,
+    "REQUEST_DELIVERY_REPORT": False,
+    "REQUEST_READ_RECEIPT": False,
+    # Whether an open classified as automated makes a delivery "opened".
+    "COUNT_MACHINE_OPENS": False,
+    "RETENTION_DAYS": 45,
+    # Sending: attempts per delivery, and the exponential backoff between them.
+    "MAX_ATTEMPTS": 5,
+    "RETRY_BACKOFF": 30,
+    "RETRY_BACKOFF_MAX": 3600,
+    # How many deliveries one Celery send task handles (one connection per batch).
+    "BATCH_SIZE": 50,
+    # A worker holds a delivery this long while sending it (seconds).
+    "CLAIM_TIMEOUT": 300,
+    # The sweep re-enqueues deliveries waiting this long past their due time (seconds).
+    "STUCK_AFTER": 600,
+    # Celery queue for the app's tasks; None: the default queue.
+    "QUEUE": None,
+}
+
+
+def _user_settings() -> dict[str, Any]:
+    value = getattr(settings, "NOTIFY_TRACKING", {})
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(
+            f"settings.NOTIFY_TRACKING must be a dict, not {type(value).__name__}"
+        )
+    return value
+
+
+def get_setting(name: str) -> Any:
+    """The value of ``NOTIFY_TRACKING[name]``, or its default."""
+    if name not in DEFAULTS:
+        raise ImproperlyConfigured(f"NOTIFY_TRACKING has no setting {name!r}")
+    return _user_settings().get(name, DEFAULTS[name])
+
+
+def unknown_keys() -> list[str]:
+    """Keys of the user's NOTIFY_TRACKING dict that this version does not know."""
+    return sorted(set(_user_settings()) - set(DEFAULTS))
+
+
+_channels: dict[str, Any] = {}
+
+
+def get_channel(name: str):
+    """The configured :class:`~notify_tracking.channels.base.Channel` called ``name``."""
+    if name not in _channels:
+        config = get_setting("CHANNELS").get(name)
+        if config is None:
+            known = ", ".join(sorted(get_setting("CHANNELS")))
+            raise ImproperlyConfigured(
+                f"NOTIFY_TRACKING['CHANNELS'] has no channel {name!r} (configured: {known})"
+            )
+        backend = import_string(config["BACKEND"])
+        _channels[name] = backend(name=name, **config.get("OPTIONS", {}))
+    return _channels[name]
+
+
+def channel_names() -> list[str]:
+    return list(get_setting("CHANNELS"))
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "NOTIFY_TRACKING":
+        _channels.clear()
+
+
+setting_changed.connect(_reset)

@@ -1,0 +1,255 @@
+"""What was sent, to whom, and what became of it.
+
+``Notification`` is one message about one target; ``Delivery`` is that message to one
+recipient over one channel, a summary row kept up to date by
+:func:`notify_tracking.service.record_event`; ``DeliveryEvent`` is the append-only log
+that summary is computed from.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from . import status as st
+
+STATUS_LABELS = {
+    st.QUEUED: _("Queued"),
+    st.SENT: _("Sent"),
+    st.DELIVERED: _("Delivered"),
+    st.OPENED: _("Read"),
+    st.CLICKED: _("Clicked"),
+    st.DEFERRED: _("Delayed"),
+    st.FAILED: _("Failed"),
+    st.REJECTED: _("Rejected"),
+    st.BOUNCED: _("Bounced"),
+    st.COMPLAINED: _("Marked as spam"),
+}
+STATUS_CHOICES = [(status, STATUS_LABELS[status]) for status in st.STATUSES]
+EVENT_KIND_CHOICES = [
+    *STATUS_CHOICES,
+    (st.DOWNLOAD, _("Downloaded a file")),
+    (st.UNSUBSCRIBED, _("Unsubscribed")),
+]
+
+
+class EventSource(models.TextChoices):
+    CHANNEL = "channel", _("Send result")
+    PIXEL = "pixel", _("Tracking pixel")
+    CLICK = "click", _("Tracked link")
+    DOWNLOAD = "download", _("Tracked download")
+    ESP = "esp", _("Email provider")
+    DSN = "dsn", _("Delivery report")
+    MDN = "mdn", _("Read receipt")
+
+
+class Notification(models.Model):
+    """One message about one target (a task, a comment...), sent to one or more recipients."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    # A string so that integer and UUID primary keys both fit; always str(target.pk).
+    object_id = models.CharField(max_length=64)
+    target = GenericForeignKey("content_type", "object_id")
+
+    channel = models.CharField(_("channel"), max_length=32)
+    subject = models.CharField(_("subject"), max_length=998, blank=True)
+    text = models.TextField(_("text"))
+    html = models.TextField(_("HTML"), blank=True)
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("sender"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+
+    track_opens = models.BooleanField(_("track opens"), default=True)
+    track_clicks = models.BooleanField(_("track clicks"), default=True)
+    request_delivery_report = models.BooleanField(_("delivery report requested"), default=False)
+    request_read_receipt = models.BooleanField(_("read receipt requested"), default=False)
+
+    class Meta:
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+        indexes = [models.Index(fields=["content_type", "object_id"], name="nt_notif_target")]
+
+    def __str__(self) -> str:
+        return self.subject or f"{self.channel} #{self.pk}"
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    return f"notify_tracking/{instance.notification_id}/{uuid.uuid4().hex}/{filename}"
+
+
+class Attachment(models.Model):
+    """A file sent with a notification."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="attachments"
+    )
+    file = models.FileField(upload_to=attachment_path, max_length=500)
+    filename = models.CharField(max_length=255)
+    mimetype = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class Delivery(models.Model):
+    """A notification to one recipient over one channel, and what became of it.
+
+    Only :func:`notify_tracking.service.record_event` changes ``status`` and the
+    fields derived from events (timestamps, counts, ``error``).
+    """
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    recipient = models.CharField(_("recipient"), max_length=320)
+    recipient_name = models.CharField(_("recipient name"), max_length=255, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    channel = models.CharField(_("channel"), max_length=32)
+    status = models.CharField(_("status"), max_length=16, choices=STATUS_CHOICES, default=st.QUEUED)
+    error = models.TextField(_("error"), blank=True)
+    # Unguessable key of this delivery in tracking URLs and report envelopes.
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    message_id = models.CharField(_("provider message id"), max_length=255, blank=True)
+    email_message_id = models.CharField(_("Message-ID header"), max_length=255, blank=True)
+
+    track_opens = models.BooleanField(_("opens tracked"), default=True)
+    track_clicks = models.BooleanField(_("clicks tracked"), default=True)
+
+    open_count = models.PositiveIntegerField(_("opens"), default=0)
+    machine_open_count = models.PositiveIntegerField(_("automated opens"), default=0)
+    click_count = models.PositiveIntegerField(_("clicks"), default=0)
+    machine_click_count = models.PositiveIntegerField(_("automated clicks"), default=0)
+
+    created_at = models.DateTimeField(_("queued"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+    first_opened_at = models.DateTimeField(_("first read"), null=True, blank=True)
+    last_opened_at = models.DateTimeField(_("last read"), null=True, blank=True)
+    first_clicked_at = models.DateTimeField(_("first click"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed"), null=True, blank=True)
+    # occurred_at of the latest event applied: an older event makes the summary refold.
+    last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    # Sending bookkeeping (not status): see notify_tracking.tasks.
+    attempts = models.PositiveSmallIntegerField(_("send attempts"), default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    claim = models.UUIDField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
+        indexes = [
+            models.Index(fields=["recipient", "-created_at"], name="nt_deliv_recipient"),
+            models.Index(fields=["message_id"], name="nt_deliv_message_id"),
+            models.Index(fields=["email_message_id"], name="nt_deliv_email_msgid"),
+            models.Index(fields=["-created_at"], name="nt_deliv_created"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="nt_deliv_sendable",
+                condition=Q(status__in=st.SENDABLE),
+            ),
+            models.Index(fields=["claim"], name="nt_deliv_claim", condition=Q(claim__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient} ({self.channel}): {self.status}"
+
+    @property
+    def status_label(self) -> str:
+        return str(STATUS_LABELS[self.status])
+
+
+class DeliveryEvent(models.Model):
+    """One piece of news about a delivery. Append-only."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(_("event"), max_length=16, choices=EVENT_KIND_CHOICES)
+    occurred_at = models.DateTimeField(_("occurred"))
+    recorded_at = models.DateTimeField(_("recorded"), auto_now_add=True)
+    source = models.CharField(_("source"), max_length=16, choices=EventSource.choices)
+    is_machine = models.BooleanField(_("automated"), default=False)
+    provider_event_id = models.CharField(_("provider event id"), max_length=255, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=512, blank=True)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("delivery event")
+        verbose_name_plural = _("delivery events")
+        ordering = ["occurred_at", "id"]
+        indexes = [
+            models.Index(fields=["delivery", "occurred_at"], name="nt_event_delivery"),
+            models.Index(fields=["occurred_at"], name="nt_event_occurred"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery", "provider_event_id"],
+                condition=~Q(provider_event_id=""),
+                name="nt_event_once_per_provider_id",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} via {self.source} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ReadNotice(models.TextChoices):
+    NEVER = "never", _("Never")
+    INSTANT = "instant", _("At once")
+    DIGEST = "digest", _("In a daily digest")
+
+
+class TrackingPreference(models.Model):
+    """A user's choices about the notifications they send and receive."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notify_tracking_pref"
+    )
+    request_delivery_reports = models.BooleanField(
+        _("ask for a delivery report on everything I send"), default=False
+    )
+    request_read_receipts = models.BooleanField(
+        _("ask for a read receipt on everything I send"), default=False
+    )
+    read_notice = models.CharField(
+        _("tell me when a recipient reads"),
+        max_length=16,
+        choices=ReadNotice.choices,
+        default=ReadNotice.NEVER,
+    )
+    allow_tracking = models.BooleanField(
+        _("allow read and click tracking of messages sent to me"), default=True
+    )
+
+    class Meta:
+        verbose_name = _("tracking preference")
+        verbose_name_plural = _("tracking preferences")
+
+    def __str__(self) -> str:
+        return str(self.user)

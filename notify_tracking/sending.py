@@ -1,0 +1,191 @@
+"""Sending deliveries: claim, send through the channel, record the result, retry.
+
+Plain functions, called by the Celery tasks in :mod:`notify_tracking.tasks` (and
+directly by tests). The guarantees (docs/guarantees.md):
+
+- a worker *claims* deliveries with one conditional UPDATE before sending, so two
+  workers never send the same delivery at once;
+- each result is recorded right after its send, so a worker killed mid-batch can
+  resend at most the message it was sending when it died;
+- a transient error defers the delivery and schedules a retry with exponential
+  backoff and jitter; after ``MAX_ATTEMPTS`` it ends ``failed`` with the reason;
+- a delivery whose worker or task vanished (killed worker, lost broker message) is
+  found by :func:`sweep_stuck` and enqueued again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import uuid
+from collections.abc import Iterable
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import status as st
+from .channels.base import SendResult
+from .conf import get_channel, get_setting
+from .models import Delivery, EventSource
+from .service import record_event
+
+logger = logging.getLogger(__name__)
+
+#: A retry message may arrive this much before its delivery is due (clock skew).
+EARLY_ARRIVAL = dt.timedelta(seconds=5)
+
+
+def claim(delivery_ids: Iterable[int]) -> list[Delivery]:
+    """Take the sendable, unclaimed deliveries among ``delivery_ids`` for this worker."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    claimed = (
+        Delivery.objects.filter(
+            pk__in=list(delivery_ids),
+            status__in=st.SENDABLE,
+            next_attempt_at__lte=now + EARLY_ARRIVAL,
+        )
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(
+            claim=token,
+            claimed_until=now + dt.timedelta(seconds=get_setting("CLAIM_TIMEOUT")),
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not claimed:
+        return []
+    return list(
+        Delivery.objects.filter(claim=token)
+        .select_related("notification")
+        .order_by("channel", "pk")
+    )
+
+
+def send_deliveries(delivery_ids: Iterable[int]) -> dict[str, int]:
+    """Send the given deliveries that are due and not held by another worker.
+
+    Returns how many ended in each status (for logs and tests).
+    """
+    deliveries = claim(delivery_ids)
+    outcome: dict[str, int] = {}
+    try:
+        for channel_name, group in _by_channel(deliveries).items():
+            for delivery, result in _send_group(channel_name, group):
+                final = _record(delivery, result)
+                outcome[final] = outcome.get(final, 0) + 1
+    finally:
+        if deliveries:
+            Delivery.objects.filter(claim=deliveries[0].claim).update(
+                claim=None, claimed_until=None
+            )
+    return outcome
+
+
+def _by_channel(deliveries: list[Delivery]) -> dict[str, list[Delivery]]:
+    groups: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        groups.setdefault(delivery.channel, []).append(delivery)
+    return groups
+
+
+def _send_group(channel_name: str, group: list[Delivery]):
+    try:
+        channel = get_channel(channel_name)
+    except ImproperlyConfigured as error:
+        result = SendResult(st.FAILED, error=str(error))
+        return [(delivery, result) for delivery in group]
+    return channel.send(group)
+
+
+def _record(delivery: Delivery, result: SendResult) -> str:
+    """Record a send result through record_event; schedule a retry when due."""
+    if result.status == st.SENT:
+        record_event(
+            delivery,
+            st.SENT,
+            source=EventSource.CHANNEL,
+            message_id=result.message_id,
+            details={**result.details, "attempt": delivery.attempts},
+        )
+        return st.SENT
+    if result.status == st.DEFERRED:
+        if delivery.attempts >= get_setting("MAX_ATTEMPTS"):
+            reason = f"{result.error} (gave up after {delivery.attempts} attempts)"
+            record_event(delivery, st.FAILED, source=EventSource.CHANNEL, error=reason)
+            return st.FAILED
+        delay = retry_delay(delivery.attempts, result.retry_after)
+        record_event(
+            delivery,
+            st.DEFERRED,
+            source=EventSource.CHANNEL,
+            error=result.error,
+            details={"attempt": delivery.attempts, "retry_in_seconds": round(delay, 1)},
+        )
+        _schedule_retry(delivery, delay)
+        return st.DEFERRED
+    record_event(
+        delivery,
+        result.status,
+        source=EventSource.CHANNEL,
+        error=result.error,
+        message_id=result.message_id or None,
+        details=result.details,
+    )
+    return result.status
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``.
+
+    The provider's ``retry_after`` when it gave one; otherwise exponential backoff
+    from ``RETRY_BACKOFF`` seconds, capped at ``RETRY_BACKOFF_MAX``, with "equal
+    jitter" (half fixed, half random) so that retries of a burst spread out.
+    """
+    if retry_after is not None and retry_after >= 0:
+        return float(retry_after)
+    base = get_setting("RETRY_BACKOFF") * 2 ** max(attempt - 1, 0)
+    capped = min(base, get_setting("RETRY_BACKOFF_MAX"))
+    return capped / 2 + random.uniform(0, capped / 2)
+
+
+def _schedule_retry(delivery: Delivery, delay: float) -> None:
+    from .tasks import enqueue_send
+
+    due = timezone.now() + dt.timedelta(seconds=delay)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=due, claim=None, claimed_until=None
+    )
+    enqueue_send([delivery.pk], countdown=delay)
+
+
+def sweep_stuck(limit: int = 10_000) -> int:
+    """Enqueue again the deliveries overdue by more than ``STUCK_AFTER`` seconds.
+
+    A delivery is overdue when it is still queued or deferred, nobody holds it, and
+    its attempt was due long ago: its worker died or its broker message was lost.
+    Returns how many were enqueued. Each one's due time moves to now, so a later
+    sweep does not enqueue it again while it waits in a long queue.
+    """
+    from .tasks import enqueue_send
+
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=get_setting("STUCK_AFTER"))
+    stuck = list(
+        Delivery.objects.filter(status__in=st.SENDABLE, next_attempt_at__lt=cutoff)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .order_by("next_attempt_at")
+        .values_list("pk", "channel")[:limit]
+    )
+    if not stuck:
+        return 0
+    ids = [pk for pk, _ in stuck]
+    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=now)
+    by_channel: dict[str, list[int]] = {}
+    for pk, channel in stuck:
+        by_channel.setdefault(channel, []).append(pk)
+    for channel_ids in by_channel.values():
+        enqueue_send(channel_ids)
+    logger.warning("notify_tracking: re-enqueued %d stuck deliveries", len(ids))
+    return len(ids)

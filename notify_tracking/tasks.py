@@ -1,0 +1,65 @@
+"""Celery tasks of the app. The work itself lives in :mod:`notify_tracking.sending`.
+
+The host project owns the Celery app; these are ``shared_task``s. Add the periodic
+ones to its beat schedule with :func:`beat_schedule`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from celery import shared_task
+
+from . import sending
+from .conf import get_setting
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="notify_tracking.send_deliveries",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
+    """Send a batch of deliveries (acknowledged only after it ran, so a dead worker
+    does not lose it)."""
+    return sending.send_deliveries(delivery_ids)
+
+
+@shared_task(name="notify_tracking.sweep_stuck", ignore_result=True)
+def sweep_stuck() -> int:
+    """Enqueue again deliveries whose worker died or whose message was lost."""
+    return sending.sweep_stuck()
+
+
+def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) -> None:
+    """Enqueue the send of these deliveries in batches of ``BATCH_SIZE``.
+
+    A broker that cannot be reached is logged, not raised: the deliveries stay
+    queued and the sweep enqueues them when the broker is back.
+    """
+    size = get_setting("BATCH_SIZE")
+    options = {"countdown": countdown, "queue": get_setting("QUEUE")}
+    options = {key: value for key, value in options.items() if value is not None}
+    for start in range(0, len(delivery_ids), size):
+        batch = list(delivery_ids[start : start + size])
+        try:
+            send_deliveries.apply_async(args=[batch], **options)
+        except Exception:
+            logger.exception(
+                "notify_tracking: could not enqueue %d deliveries; the sweep will retry them",
+                len(batch),
+            )
+
+
+def beat_schedule(sweep_every: float = 60.0) -> dict[str, dict]:
+    """Entries for ``CELERY_BEAT_SCHEDULE`` (or ``app.conf.beat_schedule``)."""
+    return {
+        "notify_tracking.sweep_stuck": {
+            "task": "notify_tracking.sweep_stuck",
+            "schedule": sweep_every,
+        },
+    }

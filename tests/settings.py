@@ -1,0 +1,124 @@
+"""Settings of the test suite.
+
+SQLite by default. With NOTIFY_TRACKING_TEST_DATABASE_URL
+(postgres://user:password@host:port/name) the suite runs on PostgreSQL; with
+NOTIFY_TRACKING_TEST_BROKER_URL (redis://... or amqp://...) the worker tests use that
+broker instead of kombu's filesystem transport.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "notify_tracking",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+# Where worker tests share files (the SQLite database, the filesystem broker).
+SHARED_DIR = Path(
+    os.environ.get("NOTIFY_TRACKING_TEST_SHARED_DIR") or tempfile.mkdtemp(prefix="nt-")
+)
+MEDIA_ROOT = str(SHARED_DIR / "media")
+
+
+def database_from_url(url: str) -> dict:
+    """A DATABASES entry from a postgres:// URL (enough for the test suite)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"NOTIFY_TRACKING_TEST_DATABASE_URL: unsupported scheme {parts.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
+DATABASE_URL = os.environ.get("NOTIFY_TRACKING_TEST_DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(SHARED_DIR / "db.sqlite3"),
+            # A file, not memory: worker processes open the same test database.
+            "TEST": {"NAME": str(SHARED_DIR / "test-db.sqlite3")},
+            "OPTIONS": {"timeout": 30},
+        }
+    }
+# A worker started by a test connects straight to the test database.
+if os.environ.get("NOTIFY_TRACKING_WORKER_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["NOTIFY_TRACKING_WORKER_DB_NAME"]
+
+EMAIL_BACKEND = os.environ.get(
+    "NOTIFY_TRACKING_TEST_EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend"
+)
+EMAIL_HOST = "127.0.0.1"
+EMAIL_PORT = int(os.environ.get("NOTIFY_TRACKING_TEST_EMAIL_PORT", "25"))
+DEFAULT_FROM_EMAIL = "tracker@example.com"
+ANYMAIL = {"WEBHOOK_SECRET": "hook:secret"}
+
+BROKER_URL = os.environ.get("NOTIFY_TRACKING_TEST_BROKER_URL")
+CELERY_BROKER_URL = BROKER_URL or "filesystem://"
+if not BROKER_URL:
+    _queue = SHARED_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue),
+        "data_folder_out": str(_queue),
+        "processed_folder": str(_queue / "processed"),
+        "store_processed": False,
+    }
+# In-process tests run tasks eagerly; a worker process started by a test does not.
+CELERY_TASK_ALWAYS_EAGER = os.environ.get("NOTIFY_TRACKING_WORKER") != "1"
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+NOTIFY_TRACKING = {
+    "MESSAGE_ID_DOMAIN": "tracker.example.com",
+    "BASE_URL": "http://testserver",
+}
+for _key in ("CLAIM_TIMEOUT", "STUCK_AFTER", "RETRY_BACKOFF", "BATCH_SIZE"):
+    if os.environ.get(f"NOTIFY_TRACKING_TEST_{_key}"):
+        NOTIFY_TRACKING[_key] = int(os.environ[f"NOTIFY_TRACKING_TEST_{_key}"])

@@ -1,0 +1,26 @@
+import uuid
+
+from django.db import models
+
+
+class Task(models.Model):
+    title = models.CharField(max_length=200)
+
+    def __str__(self):
+        return self.title
+
+
+class Comment(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="comments")
+    body = models.TextField()
+
+    def __str__(self):
+        return self.body[:40]
+
+
+class UUIDTask(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    title = models.CharField(max_length=200)
+
+    def __str__(self):
+        return self.title
