@@ -53,9 +53,9 @@ TEMPLATES = [
 ]
 STATIC_URL = "/static/"
 # Where worker tests share files (the SQLite database, the filesystem broker).
-SHARED_DIR = Path(
-    os.environ.get("NOTIFY_TRACKING_TEST_SHARED_DIR") or tempfile.mkdtemp(prefix="nt-")
-)
+# Set once per test run and inherited by the worker processes the tests start.
+os.environ.setdefault("NOTIFY_TRACKING_TEST_SHARED_DIR", tempfile.mkdtemp(prefix="nt-"))
+SHARED_DIR = Path(os.environ["NOTIFY_TRACKING_TEST_SHARED_DIR"])
 MEDIA_ROOT = str(SHARED_DIR / "media")
 
 

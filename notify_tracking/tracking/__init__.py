@@ -1,0 +1,1 @@
+"""Open, click and download tracking: tokens, message rewriting, views, classification."""
