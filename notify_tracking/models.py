@@ -154,6 +154,8 @@ class Delivery(models.Model):
     # occurred_at of the latest event applied: an older event makes the summary refold.
     last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    # When the sender was told that this delivery was read (instantly or in a digest).
+    read_notice_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # Sending bookkeeping (not status): see notify_tracking.tasks.
     attempts = models.PositiveSmallIntegerField(_("send attempts"), default=0)
