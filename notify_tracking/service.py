@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import models, transaction
@@ -92,7 +93,8 @@ def notify(
 
     with transaction.atomic():
         notification = Notification.objects.create(
-            target=target,
+            content_type=ContentType.objects.get_for_model(target),
+            object_id=str(target.pk),
             channel=channels[0],
             subject=subject,
             text=text,

@@ -107,6 +107,8 @@ if not BROKER_URL:
         "data_folder_in": str(_queue),
         "data_folder_out": str(_queue),
         "processed_folder": str(_queue / "processed"),
+        # kombu's default is "control" relative to the working directory
+        "control_folder": str(_queue / "control"),
         "store_processed": False,
     }
 # In-process tests run tasks eagerly; a worker process started by a test does not.

@@ -134,10 +134,10 @@ def _classify(error: Exception) -> ChannelError:
         AnymailAPIError = AnymailError = AnymailRecipientsRefused = ()
 
     if isinstance(error, AnymailRecipientsRefused):
-        return RecipientRejected(_first_line(error))
+        return RecipientRejected(_first_line(error) + _provider_message(error))
     if isinstance(error, AnymailAPIError):
         code = error.status_code
-        reason = _first_line(error) + (f" (HTTP {code})" if code else "")
+        reason = _first_line(error) + _provider_message(error) + (f" (HTTP {code})" if code else "")
         if code is None or code == 429 or code >= 500:
             return TransientChannelError(reason)
         return ChannelError(reason)
@@ -163,6 +163,28 @@ def _smtp_reason(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return f"the mail server answered {code} {text}".strip()
+
+
+#: Keys under which provider APIs put a human-readable message in an error response.
+_MESSAGE_KEYS = ("message", "Message", "error", "detail", "description", "errors")
+
+
+def _provider_message(error: Exception, limit: int = 300) -> str:
+    """The provider's own explanation from its response body, as ": text", or ""."""
+    response = getattr(error, "response", None)
+    try:
+        body = response.json()
+    except (AttributeError, ValueError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    for key in _MESSAGE_KEYS:
+        value = body.get(key)
+        if isinstance(value, list) and value:
+            value = value[0].get("message") if isinstance(value[0], dict) else value[0]
+        if isinstance(value, str) and value.strip():
+            return ": " + " ".join(value.split())[:limit]
+    return ""
 
 
 def _first_line(error: Exception) -> str:
