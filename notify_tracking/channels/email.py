@@ -97,6 +97,8 @@ class EmailChannel(Channel):
             with attachment.file.open("rb") as file:
                 message.attach(attachment.filename, file.read(), attachment.mimetype or None)
         message.metadata = {METADATA_KEY: str(delivery.token)}  # anymail only
+        if notification.request_delivery_report:  # read by notify_tracking.backends.smtp
+            message.dsn_envelope_id = str(delivery.token)
         return message
 
     def send_message(self, message: EmailMultiAlternatives, delivery: Delivery) -> SendResult | str:
