@@ -1,0 +1,223 @@
+"""summary() and summaries(): states, labels, per-recipient details, query counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone, translation
+
+from notify_tracking import record_event, summaries, summary
+from notify_tracking import status as st
+from notify_tracking.models import Notification
+from tests.status_factories import CHAT_CHANNELS, notify_with_statuses
+from tests.testapp.models import Comment, Task, UUIDTask
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("statuses", "state", "complete", "label"),
+    [
+        ([st.QUEUED], "queued", True, "Queued"),
+        ([st.QUEUED, st.QUEUED], "queued", True, "Queued"),
+        ([st.DEFERRED, st.QUEUED], "queued", True, "Delayed"),
+        ([st.SENT], "sent", True, "Sent"),
+        ([st.SENT, st.SENT, st.SENT], "sent", True, "Sent"),
+        ([st.SENT, st.QUEUED, st.QUEUED], "sent", False, "Sent to 1 of 3"),
+        ([st.DELIVERED], "delivered", True, "Delivered"),
+        ([st.DELIVERED, st.DELIVERED], "delivered", True, "Delivered to all"),
+        ([st.DELIVERED, st.DELIVERED, st.SENT], "delivered", False, "Delivered to 2 of 3"),
+        ([st.OPENED], "read", True, "Read"),
+        ([st.CLICKED], "read", True, "Read"),
+        ([st.OPENED, st.CLICKED, st.OPENED], "read", True, "Read by all"),
+        ([st.OPENED, st.OPENED, st.DELIVERED], "read", False, "Read by 2 of 3"),
+        ([st.CLICKED, st.SENT, st.QUEUED], "read", False, "Read by 1 of 3"),
+        ([st.FAILED], "error", True, "Error"),
+        ([st.BOUNCED, st.REJECTED, st.FAILED], "error", True, "Error"),
+        ([st.COMPLAINED, st.BOUNCED], "error", True, "Error"),
+        (
+            [st.OPENED, st.DELIVERED, st.BOUNCED],
+            "read",
+            False,
+            "Read by 1 of 3; Error (1 of 3)",
+        ),
+        (
+            [st.DELIVERED, st.FAILED, st.REJECTED],
+            "delivered",
+            False,
+            "Delivered to 1 of 3; Errors (2 of 3)",
+        ),
+        ([st.DEFERRED, st.FAILED], "queued", False, "Delayed; Error (1 of 2)"),
+    ],
+)
+def test_state_complete_and_label(task, statuses, state, complete, label):
+    notify_with_statuses(task, statuses)
+
+    result = summary(task)
+
+    assert result["state"] == state
+    assert result["complete"] is complete
+    assert result["label"] == label
+    assert result["total"] == len(statuses)
+    assert result["errors"] == sum(status in st.FAILURES for status in statuses)
+    for status in set(statuses):
+        assert result["counts"][status] == statuses.count(status)
+
+
+def test_no_notification(task):
+    result = summary(task)
+
+    assert result["state"] is None
+    assert result["total"] == 0
+    assert result["complete"] is False
+    assert result["deliveries"] == []
+    assert result["notification"] is None
+    assert result["label"] == "Not notified"
+
+
+def test_uuid_target_and_integer_target_with_the_same_text_key():
+    uuid_task = UUIDTask.objects.create(title="UUID keyed")
+    task = Task.objects.create(title="Int keyed")
+    notify_with_statuses(uuid_task, [st.OPENED, st.SENT])
+    notify_with_statuses(task, [st.FAILED])
+
+    result = summaries([uuid_task, task])
+
+    assert result[uuid_task.pk]["label"] == "Read by 1 of 2"
+    assert result[task.pk]["state"] == "error"
+    assert summary(uuid_task)["deliveries"][0]["status"] == st.OPENED
+
+
+def test_latest_notification_is_shown_and_all_are_counted(task, django_user_model):
+    first_sender = django_user_model.objects.create_user("first")
+    second_sender = django_user_model.objects.create_user("second")
+    old = notify_with_statuses(task, [st.OPENED, st.OPENED], sender=first_sender)
+    Notification.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(days=1))
+    new = notify_with_statuses(task, [st.SENT], sender=second_sender, subject="Second")
+
+    result = summary(task)
+
+    assert result["notification"]["id"] == new.pk
+    assert result["notification"]["subject"] == "Second"
+    assert result["notification_count"] == 2
+    assert result["sender_ids"] == sorted([first_sender.pk, second_sender.pk])
+    assert result["label"] == "Sent"
+
+
+def test_delivery_details(task):
+    notify_with_statuses(task, [st.CLICKED, st.BOUNCED])
+    delivery = Notification.objects.get().deliveries.order_by("id").first()
+    record_event(delivery, st.OPENED, source="pixel", is_machine=True)
+    record_event(delivery, st.DOWNLOAD, source="download", details={"filename": "plan.pdf"})
+    record_event(
+        delivery, st.CLICKED, source="click", is_machine=True, details={"url": "https://bot.test/"}
+    )
+
+    clicked, bounced = summary(task)["deliveries"]
+
+    assert clicked["recipient"] == "user0@example.com"
+    assert clicked["recipient_name"] == "User 0"
+    assert clicked["channel"] == "email"
+    assert clicked["status_label"] == "Clicked"
+    assert clicked["stage"] == "read"
+    assert clicked["machine_open_count"] == 1
+    assert clicked["open_count"] == 0
+    assert clicked["click_count"] == 2
+    assert clicked["machine_click_count"] == 1
+    assert clicked["links"] == ["https://example.com/tasks/1"]
+    assert clicked["files"] == ["plan.pdf"]
+    assert clicked["sent_at"] and clicked["delivered_at"] and clicked["first_clicked_at"]
+    assert clicked["reports_reads"] is True
+    assert clicked["settled"] is True
+    assert bounced["status_label"] == "Bounced"
+    assert bounced["error"] == "550 mailbox unavailable"
+    assert bounced["failed_at"] is not None
+
+
+def test_machine_opens_do_not_count_as_read(task):
+    notify_with_statuses(task, [st.DELIVERED])
+    delivery = Notification.objects.get().deliveries.get()
+    record_event(delivery, st.OPENED, source="pixel", is_machine=True)
+
+    result = summary(task)
+
+    assert result["state"] == "delivered"
+    assert result["deliveries"][0]["machine_open_count"] == 1
+    assert result["settled"] is False
+
+
+def test_messenger_cannot_report_reads(task, settings):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "CHANNELS": CHAT_CHANNELS}
+    notify_with_statuses(task, [st.SENT], channel="chat")
+
+    result = summary(task)
+
+    assert result["state"] == "sent"
+    delivery = result["deliveries"][0]
+    assert delivery["reports_reads"] is False
+    assert delivery["reports_delivery"] is False
+    assert delivery["settled"] is True
+    assert result["settled"] is True
+
+
+def test_a_channel_removed_from_settings_reports_nothing(task, settings):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "CHANNELS": CHAT_CHANNELS}
+    notify_with_statuses(task, [st.SENT], channel="chat")
+    only_email = {"email": CHAT_CHANNELS["email"]}
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "CHANNELS": only_email}
+
+    assert summary(task)["deliveries"][0]["reports_reads"] is False
+
+
+def test_labels_are_translated(task):
+    notify_with_statuses(task, [st.OPENED, st.SENT])
+
+    with translation.override("ru"):
+        label = summary(task)["label"]
+
+    # The .po files come later; until then the English text is what gettext returns.
+    assert isinstance(label, str) and label
+
+
+def test_mixed_models_with_the_same_pk():
+    task = Task.objects.create(title="T")
+    comment = Comment.objects.create(task=task, body="C")
+    assert task.pk == comment.pk
+    notify_with_statuses(task, [st.OPENED])
+    notify_with_statuses(comment, [st.FAILED])
+
+    result = summaries([task, comment])
+
+    assert result[task]["state"] == "read"
+    assert result[comment]["state"] == "error"
+    assert task in result and comment in result
+    with pytest.raises(KeyError, match="several models"):
+        result[task.pk]
+
+
+def test_unsaved_target_is_refused():
+    with pytest.raises(ValueError, match="not saved"):
+        summary(Task(title="unsaved"))
+
+
+def _make_targets(count: int) -> list[Comment]:
+    task = Task.objects.create(title="Many comments")
+    comments = [Comment.objects.create(task=task, body=f"c{index}") for index in range(count)]
+    for index, comment in enumerate(comments):
+        notify_with_statuses(comment, [st.CLICKED, (st.SENT, st.FAILED)[index % 2]])
+    return comments
+
+
+@pytest.mark.parametrize("count", [2, 200])
+def test_summaries_cost_the_same_queries_for_2_and_200_targets(count, django_assert_num_queries):
+    comments = _make_targets(count)
+    tasks = [Task.objects.create(title=f"t{index}") for index in range(count)]
+    summary(comments[0])  # warms the content type cache, as any running site has it
+
+    # notifications, deliveries, links and files: three queries for any number of targets
+    with django_assert_num_queries(3):
+        result = summaries([*comments, *tasks])
+
+    assert all(result[comment]["total"] == 2 for comment in comments)
+    assert all(result[task]["state"] is None for task in tasks)
