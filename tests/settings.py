@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -74,6 +76,7 @@ def database_from_url(url: str) -> dict:
     }
 
 
+_immediate = {"transaction_mode": "IMMEDIATE"} if django.VERSION >= (5, 1) else {}
 DATABASE_URL = os.environ.get("NOTIFY_TRACKING_TEST_DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": database_from_url(DATABASE_URL)}
@@ -84,7 +87,12 @@ else:
             "NAME": str(SHARED_DIR / "db.sqlite3"),
             # A file, not memory: worker processes open the same test database.
             "TEST": {"NAME": str(SHARED_DIR / "test-db.sqlite3")},
-            "OPTIONS": {"timeout": 30},
+            # IMMEDIATE: concurrent writers (threads, worker processes) wait for the
+            # write lock instead of failing on a lock upgrade (Django >= 5.1).
+            "OPTIONS": {
+                "timeout": 30,
+                **_immediate,
+            },
         }
     }
 # A worker started by a test connects straight to the test database.
