@@ -41,11 +41,11 @@ BAD_VALUES = [
     ),
     (
         {"CHANNELS": {"sms": {"BACKEND": "django.http.HttpResponse"}}},
-        "channel 'sms': BACKEND must be a subclass of notify_tracking.channels.Channel",
+        "['CHANNELS'] channel 'sms': BACKEND must be a subclass of notify_tracking.channels",
     ),
     (
         {"CHANNELS": {"email": {"BACKEND": EMAIL, "OPTIONS": {"SPEED": 11}}}},
-        "unknown option(s) SPEED for EmailChannel",
+        "['CHANNELS'] channel 'email': unknown option(s) SPEED for EmailChannel",
     ),
     ({"DEFAULT_CHANNEL": "sms"}, "['DEFAULT_CHANNEL'] names 'sms', which is not in CHANNELS"),
     (

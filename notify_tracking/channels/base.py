@@ -56,8 +56,8 @@ class Channel:
         unknown = sorted(set(options) - set(self.option_defaults) - {"RECIPIENT_RESOLVER"})
         if unknown:
             raise ImproperlyConfigured(
-                f"NOTIFY_TRACKING['CHANNELS'][{name!r}]['OPTIONS']: unknown option(s) "
-                f"{', '.join(unknown)} for {type(self).__name__}"
+                f"unknown option(s) {', '.join(unknown)} for {type(self).__name__} "
+                f"in NOTIFY_TRACKING['CHANNELS'][{name!r}]['OPTIONS']"
             )
         self.options = {**self.option_defaults, **options}
         resolver = options.get("RECIPIENT_RESOLVER")
