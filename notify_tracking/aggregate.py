@@ -235,23 +235,12 @@ def _links_and_files(notification_ids: list[int]) -> dict[int, tuple[list[str], 
 def build_summary(notification: dict | None, rows: list[dict]) -> dict[str, Any]:
     """The summary of one notification (a row of :func:`_latest_notifications`)."""
     deliveries = [_delivery_summary(row) for row in rows]
-    counts = {status: 0 for status in st.STATUSES}
+    counts = dict.fromkeys(st.STATUSES, 0)
     for delivery in deliveries:
         counts[delivery["status"]] += 1
-    total = len(deliveries)
-    errors = sum(counts[status] for status in st.FAILURES)
-    reached = _reached_counts(deliveries)
-    state = _state(total, errors, reached)
-    complete = bool(total) and (errors == total if state == ERROR else reached[state] == total)
     return {
-        "state": state,
-        "complete": complete,
+        **describe(counts),
         "settled": all(delivery["settled"] for delivery in deliveries),
-        "errors": errors,
-        "total": total,
-        "counts": counts,
-        "reached": reached,
-        "label": state_label(state, total=total, reached=reached, errors=errors, counts=counts),
         "notification": _notification_summary(notification),
         "notification_count": notification["count"] if notification else 0,
         "sender_ids": notification["sender_ids"] if notification else [],
@@ -259,15 +248,38 @@ def build_summary(notification: dict | None, rows: list[dict]) -> dict[str, Any]
     }
 
 
-def _reached_counts(deliveries: list[dict]) -> dict[str, int]:
+def describe(counts: dict[str, int]) -> dict[str, Any]:
+    """State, completeness and label from the number of deliveries in each status.
+
+    Returns ``state``, ``complete``, ``errors``, ``total``, ``counts``, ``reached``
+    (how many deliveries reached each progress state) and ``label``.
+    """
+    counts = {status: counts.get(status, 0) for status in st.STATUSES}
+    total = sum(counts.values())
+    errors = sum(counts[status] for status in st.FAILURES)
+    reached = _reached_counts(counts)
+    state = _state(total, errors, reached)
+    complete = bool(total) and (errors == total if state == ERROR else reached[state] == total)
+    return {
+        "state": state,
+        "complete": complete,
+        "errors": errors,
+        "total": total,
+        "counts": counts,
+        "reached": reached,
+        "label": state_label(state, total=total, reached=reached, errors=errors, counts=counts),
+    }
+
+
+def _reached_counts(counts: dict[str, int]) -> dict[str, int]:
     """How many deliveries reached each progress state (a read one also reached sent)."""
     reached = dict.fromkeys(_PROGRESS_STATES, 0)
-    for delivery in deliveries:
-        stage = delivery["stage"]
+    for status, count in counts.items():
+        stage = stage_of(status)
         if stage == ERROR:
             continue
         for state in _PROGRESS_STATES[: _PROGRESS_STATES.index(stage) + 1]:
-            reached[state] += 1
+            reached[state] += count
     return reached
 
 
@@ -399,3 +411,46 @@ _ALL_LABELS = {
     DELIVERED: _("Delivered to all"),
     SENT: _("Sent"),
 }
+
+
+# --- timelines ------------------------------------------------------------------------
+
+#: The most events :func:`timelines` returns for one target (the newest ones).
+TIMELINE_LIMIT = 500
+
+
+def timelines(
+    summary_value: dict[str, Any], limit: int = TIMELINE_LIMIT
+) -> tuple[dict[int, list[dict]], bool]:
+    """The events of a summary's deliveries, oldest first, grouped by delivery id.
+
+    One query. Returns ``(events by delivery id, truncated)``: past ``limit`` events,
+    the oldest are left out and ``truncated`` is True.
+    """
+    ids = [delivery["id"] for delivery in summary_value["deliveries"]]
+    if not ids:
+        return {}, False
+    newest = list(
+        DeliveryEvent.objects.filter(delivery_id__in=ids).order_by("-occurred_at", "-id")[
+            : limit + 1
+        ]
+    )
+    grouped: dict[int, list[dict]] = defaultdict(list)
+    for event in reversed(newest[:limit]):
+        grouped[event.delivery_id].append(_event_summary(event))
+    return grouped, len(newest) > limit
+
+
+def _event_summary(event: DeliveryEvent) -> dict[str, Any]:
+    details = event.details or {}
+    return {
+        "kind": event.kind,
+        "kind_label": str(event.get_kind_display()),
+        "occurred_at": event.occurred_at,
+        "source": event.source,
+        "source_label": str(event.get_source_display()),
+        "is_machine": event.is_machine,
+        "url": details.get("url"),
+        "filename": details.get("filename"),
+        "error": details.get("error"),
+    }

@@ -66,6 +66,18 @@ def _channels(value: Any) -> str | None:
     return None
 
 
+def _callable_path(value: Any) -> str | None:
+    if callable(value):
+        return None
+    if not isinstance(value, str):
+        return "must be the dotted path of a callable, or a callable"
+    try:
+        target = import_string(value)
+    except ImportError as error:
+        return f"cannot import {value!r} ({error})"
+    return None if callable(target) else f"{value!r} is not callable"
+
+
 VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CHANNELS": _channels,
     "DEFAULT_CHANNEL": _optional_str,
@@ -85,6 +97,8 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CLAIM_TIMEOUT": _int_at_least(1),
     "STUCK_AFTER": _int_at_least(1),
     "QUEUE": _optional_str,
+    "PERMISSION": _callable_path,
+    "API_MAX_TARGETS": _int_at_least(1),
 }
 
 

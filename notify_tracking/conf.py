@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "STUCK_AFTER": 600,
     # Celery queue for the app's tasks; None: the default queue.
     "QUEUE": None,
+    # Who may see a target's status: dotted path of a callable (user, target, summary) -> bool.
+    "PERMISSION": "notify_tracking.permissions.default_permission",
+    # The most targets one request to the status list endpoint may ask for.
+    "API_MAX_TARGETS": 100,
 }
 
 

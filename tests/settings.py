@@ -54,6 +54,8 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "/static/"
+# The REST API's OpenAPI schema (drf-spectacular), as a host project sets it up.
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 # Where worker tests share files (the SQLite database, the filesystem broker).
 # Set once per test run and inherited by the worker processes the tests start.
 os.environ.setdefault("NOTIFY_TRACKING_TEST_SHARED_DIR", tempfile.mkdtemp(prefix="nt-"))

@@ -1,1 +1,1 @@
-"""REST API (djangorestframework, the ``api`` extra)."""
+"""REST API (djangorestframework, the ``api`` extra): see docs/rest-api.md."""
