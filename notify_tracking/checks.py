@@ -60,9 +60,12 @@ def _channels(value: Any) -> str | None:
         if not isinstance(options, dict):
             return f"channel {name!r}: OPTIONS must be a dict"
         try:
-            backend(name=name, **options)
+            channel = backend(name=name, **options)
         except (ImproperlyConfigured, TypeError, ValueError) as error:
             return f"channel {name!r}: {error}"
+        problems = channel.configuration_problems()
+        if problems:
+            return f"channel {name!r}: {'; '.join(problems)}"
     return None
 
 

@@ -81,6 +81,13 @@ class Channel:
             )
         return self.resolver(user)
 
+    def configuration_problems(self) -> list[str]:
+        """What keeps this channel from sending (e.g. a missing token), for system checks.
+
+        Each entry is a short sentence; an empty list means the channel can send.
+        """
+        return []
+
     def prepare(self, delivery: Delivery) -> None:
         """Fill in channel-specific fields of a new, unsaved delivery."""
 
