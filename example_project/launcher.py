@@ -1,0 +1,180 @@
+"""Start the demo: prepare the database, run a Celery worker and the web server, stop both.
+
+Used by ``run_demo.py``. The worker and the server are child processes, each in its
+own process group, so that stopping the demo (Ctrl-C) stops them and whatever they
+started, and nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+PROJECT_DIR = Path(__file__).resolve().parent
+ROOT = PROJECT_DIR.parent
+SETTINGS = "example_project.settings"
+STOP_TIMEOUT = 15  # seconds a child gets to shut down before it is killed
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message says why."""
+
+
+# --- environment and database --------------------------------------------------------
+
+
+def configure(var_dir: Path, port: int) -> dict[str, str]:
+    """Point this process at the demo's settings; return the environment of its children."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    os.environ["DEMO_VAR_DIR"] = str(var_dir)
+    os.environ["DEMO_PORT"] = str(port)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def prepare(verbosity: int = 1) -> None:
+    """Set Django up in this process, migrate, and seed the demo data (idempotent)."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connections
+
+    import example_project.celery_app  # noqa: F401  (the seed's notifications are enqueued here)
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("seed_demo", verbosity=verbosity)
+    connections.close_all()
+
+
+# --- child processes -----------------------------------------------------------------
+
+
+def start_worker(env: dict[str, str], var_dir: Path, log: IO | None = None) -> subprocess.Popen:
+    """A real Celery worker on the configured broker, with beat for the periodic sweep."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "example_project.celery_app",
+        "worker", "--pool=solo", "--loglevel=INFO", "--hostname=demo@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--beat", f"--schedule={var_dir / 'celerybeat-schedule'}",
+    ]  # fmt: skip
+    return _start("the Celery worker", command, env, log)
+
+
+def start_server(env: dict[str, str], port: int, log: IO | None = None) -> subprocess.Popen:
+    command = [
+        sys.executable, str(PROJECT_DIR / "manage.py"),
+        "runserver", f"127.0.0.1:{port}", "--noreload",
+    ]  # fmt: skip
+    return _start("the web server", command, env, log)
+
+
+def _start(name: str, command: list[str], env: dict[str, str], log: IO | None) -> subprocess.Popen:
+    child = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
+        start_new_session=True,  # its own process group: Ctrl-C reaches us, we stop it
+    )
+    child.demo_name = name
+    return child
+
+
+def stop(children: list[subprocess.Popen]) -> None:
+    """Ask each child to stop (SIGTERM: the worker finishes its task), then make sure."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            _signal_group(child, signal.SIGKILL)
+            child.wait()
+
+
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    if child.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # it ended in between
+            os.killpg(child.pid, signum)
+
+
+def wait_until_up(url: str, children: list[subprocess.Popen], timeout: float = 30) -> None:
+    """Wait until ``url`` answers; fail early when a child dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        check_alive(children)
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.3)
+    raise DemoError(f"the web server did not answer at {url} within {timeout:.0f} s")
+
+
+def check_alive(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is not None:
+            raise DemoError(f"{child.demo_name} stopped (exit code {child.returncode})")
+
+
+# --- the interactive demo --------------------------------------------------------------
+
+
+def run_demo() -> int:
+    var_dir = Path(os.environ.get("DEMO_VAR_DIR") or PROJECT_DIR / "var")
+    port = int(os.environ.get("DEMO_PORT", "8000"))
+    env = configure(var_dir, port)
+    prepare()
+    children: list[subprocess.Popen] = []
+    try:
+        children = [start_worker(env, var_dir), start_server(env, port)]
+        wait_until_up(f"http://127.0.0.1:{port}/accounts/login/", children)
+        print_banner(port, var_dir)
+        while True:
+            check_alive(children)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nStopping the demo…", flush=True)
+        return 0
+    except DemoError as error:
+        print(f"The demo stopped: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stop(children)
+
+
+def print_banner(port: int, var_dir: Path) -> None:
+    from django.conf import settings
+
+    site = f"http://127.0.0.1:{port}"
+    database = "PostgreSQL" if os.environ.get("DEMO_DATABASE_URL") else "SQLite"
+    broker = settings.CELERY_BROKER_URL.split(":", 1)[0]
+    print(
+        f"""
+  The demo tracker is running, with a Celery worker ({broker} broker) and {database}.
+
+    Tasks      {site}/
+    Mailbox    {site}/mailbox/     (every email the demo sends; open one to read it)
+    Admin      {site}/admin/
+
+  Log in as admin / admin (superuser), or alice, bob, carol with the password demo.
+  These accounts are for the demo only. Local data: {var_dir}
+  Press Ctrl-C to stop.
+""",
+        flush=True,
+    )

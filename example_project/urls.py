@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("example_project.tracker.urls")),
+    path("mailbox/", include("example_project.demo_mailbox.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("notify/", include("notify_tracking.urls")),
+    path("admin/", admin.site.urls),
+]
