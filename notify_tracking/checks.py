@@ -69,6 +69,32 @@ def _channels(value: Any) -> str | None:
     return None
 
 
+def _optional_str_list(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value):
+        return None
+    return "must be a list of non-empty strings, or None"
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return "must be a number of seconds, 0 or more"
+    return None
+
+
+def _networks(value: Any) -> str | None:
+    from .tracking.networks import parse_networks
+
+    if not isinstance(value, (str, list, tuple)):
+        return "must be a list of networks such as '17.0.0.0/8', or the path of a file of them"
+    try:
+        parse_networks(value)
+    except ImproperlyConfigured as error:
+        return f"has a problem: {error}"
+    return None
+
+
 def _callable_path(value: Any) -> str | None:
     if callable(value):
         return None
@@ -111,6 +137,13 @@ def _error(key: str, message: str, number: int) -> Error:
 
 @register(Tags.compatibility)
 def check_settings(app_configs=None, **kwargs) -> list[Error]:
+    "ONE_EMAIL_PER_NOTIFICATION": _bool,
+    "TRACK_DOWNLOADS": _bool,
+    "STORE_IP_ADDRESSES": _bool,
+    "CLIENT_IP_HEADER": _optional_str,
+    "APPLE_PROXY_NETWORKS": _networks,
+    "SCANNER_WINDOW_SECONDS": _positive_number,
+    "SCANNER_USER_AGENTS": _optional_str_list,
     from django.conf import settings
 
     user = getattr(settings, "NOTIFY_TRACKING", {})

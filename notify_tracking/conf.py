@@ -34,6 +34,24 @@ DEFAULTS: dict[str, Any] = {
     "COUNT_MACHINE_OPENS": False,
     "RETENTION_DAYS": 45,
     # Sending: attempts per delivery, and the exponential backoff between them.
+    # Tracking (docs/tracking.md). One email with every recipient visible, instead of
+    # one email per recipient: an open by any of them counts for all.
+    "ONE_EMAIL_PER_NOTIFICATION": False,
+    # Send attachments as tracked download links instead of attaching them.
+    "TRACK_DOWNLOADS": False,
+    # Store the IP address of opens and clicks (it is used for classification anyway).
+    "STORE_IP_ADDRESSES": False,
+    # request.META key holding the client's address behind your proxy, e.g.
+    # "HTTP_X_REAL_IP"; None: REMOTE_ADDR. Comma lists: the last entry is used.
+    "CLIENT_IP_HEADER": None,
+    # Networks of Apple's Mail Privacy Protection proxies: CIDR strings, or the path
+    # of a file of them (Apple's egress-ip-ranges.csv). Empty: the user agent only.
+    "APPLE_PROXY_NETWORKS": [],
+    # Opens and clicks this soon after sending are a link scanner's (seconds).
+    "SCANNER_WINDOW_SECONDS": 10,
+    # User-agent fragments (case-insensitive) of scanners, bots and link previews;
+    # None: the list in notify_tracking.tracking.classify.SCANNER_USER_AGENTS.
+    "SCANNER_USER_AGENTS": None,
     "MAX_ATTEMPTS": 5,
     "RETRY_BACKOFF": 30,
     "RETRY_BACKOFF_MAX": 3600,

@@ -1,5 +1,9 @@
 """Email: one message per recipient, through Django's email backend (anymail in production).
 
+With ``ONE_EMAIL_PER_NOTIFICATION``, one message per notification instead, every
+recipient visible. The open pixel, tracked links and download links are added by
+:func:`notify_tracking.tracking.rewrite.tracked_content` (docs/tracking.md).
+
 ``sent`` means the provider (anymail) or the SMTP server (Django's SMTP backend)
 accepted the message; with plain SMTP it says nothing more than that your own
 server took it. Delivery and reads come later, from webhooks, reports and the pixel.
@@ -8,7 +12,10 @@ server took it. Delivery and reads come later, from webhooks, reports and the pi
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import smtplib
+from collections.abc import Iterable, Iterator, Sequence
 from email.utils import formataddr, make_msgid
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +25,16 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.utils import DNS_NAME
 from django.core.validators import validate_email
 
+from .. import status as st
 from ..conf import get_setting
 from ..exceptions import ChannelError, RecipientRejected, TransientChannelError
+from ..tracking.rewrite import tracked_content
 from .base import Channel, SendResult
 
 if TYPE_CHECKING:
     from ..models import Delivery
+
+logger = logging.getLogger("notify_tracking.channels")
 
 #: anymail's per-recipient send statuses, and what each means for a delivery.
 ANYMAIL_STATUS = {
@@ -76,24 +87,51 @@ class EmailChannel(Channel):
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 connection.close()
 
-    def build_message(self, delivery: Delivery) -> EmailMultiAlternatives:
+    def send(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+        """One email per delivery; with ``ONE_EMAIL_PER_NOTIFICATION``, one per notification.
+
+        Either way, one result per delivery, as the base class promises.
+        """
+        if not get_setting("ONE_EMAIL_PER_NOTIFICATION"):
+            return super().send(deliveries)
+        return self._send_shared(list(deliveries))
+
+    def build_message(
+        self, delivery: Delivery, group: Sequence[Delivery] | None = None
+    ) -> EmailMultiAlternatives:
+        """The email of ``delivery``; with ``group``, one email to all these deliveries.
+
+        A group's email shows every email recipient of the notification in ``To``
+        (the envelope goes to the ``group`` only, so that a retry reaches only those
+        who still need it), and is tracked only if every recipient allows it.
+        """
         notification = delivery.notification
         from_email = get_setting("FROM_EMAIL") or settings.DEFAULT_FROM_EMAIL
-        to = formataddr((delivery.recipient_name, delivery.recipient))
+        to = [_address(item) for item in (group or [delivery])]
         headers = {"Message-ID": delivery.email_message_id}
+        tracked_for = [delivery]
+        if group is not None:
+            tracked_for = self._all_recipients(delivery)
+            headers["To"] = ", ".join(_address(item) for item in tracked_for)
         if notification.request_read_receipt:
             headers["Disposition-Notification-To"] = from_email
+        content = tracked_content(
+            notification,
+            tracked_for,
+            group=group is not None,
+            skip_urls=_unsubscribe_urls(headers),
+        )
         message = EmailMultiAlternatives(
             subject=notification.subject,
-            body=notification.text,
+            body=content.text,
             from_email=from_email,
-            to=[to],
+            to=to,
             headers=headers,
             connection=self.connection,
         )
-        if notification.html:
-            message.attach_alternative(notification.html, "text/html")
-        for attachment in notification.attachments.all():
+        if content.html:
+            message.attach_alternative(content.html, "text/html")
+        for attachment in content.attachments:
             with attachment.file.open("rb") as file:
                 message.attach(attachment.filename, file.read(), attachment.mimetype or None)
         message.metadata = {METADATA_KEY: str(delivery.token)}  # anymail only
@@ -102,16 +140,22 @@ class EmailChannel(Channel):
         return message
 
     def send_message(self, message: EmailMultiAlternatives, delivery: Delivery) -> SendResult | str:
+        return self._outcome(message, delivery, self._transmit(message))
+
+    def _transmit(self, message: EmailMultiAlternatives) -> int:
         try:
-            count = self.connection.send_messages([message])
+            return self.connection.send_messages([message])
         except Exception as error:
             self._reset_connection_after(error)
             raise _classify(error) from error
+
+    def _outcome(
+        self, message: EmailMultiAlternatives, delivery: Delivery, count: int
+    ) -> SendResult | str:
+        """What the send of ``message`` means for ``delivery`` (one of its recipients)."""
         status = getattr(message, "anymail_status", None)
         if status is not None and status.recipients:
-            recipient = status.recipients.get(delivery.recipient) or next(
-                iter(status.recipients.values())
-            )
+            recipient = _recipient_status(status.recipients, delivery.recipient)
             outcome = ANYMAIL_STATUS.get(recipient.status or "unknown", "sent")
             message_id = str(recipient.message_id or "")
             if outcome == "sent":
@@ -122,10 +166,88 @@ class EmailChannel(Channel):
             raise ChannelError("the email backend reported that it sent nothing")
         return ""
 
+    # --- one email per notification (ONE_EMAIL_PER_NOTIFICATION) ----------------------
+
+    def _send_shared(self, deliveries: list[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+        groups: dict[int, list[Delivery]] = {}
+        for delivery in deliveries:
+            groups.setdefault(delivery.notification_id, []).append(delivery)
+        try:
+            self.open()
+        except ChannelError as error:
+            result = self._result_of(error)
+            for delivery in deliveries:
+                yield delivery, result
+            return
+        try:
+            for group in groups.values():
+                yield from self._send_group(group)
+        finally:
+            self.close()
+
+    def _send_group(self, group: list[Delivery]) -> list[tuple[Delivery, SendResult]]:
+        try:
+            message = self.build_message(group[0], group=group)
+            count = self._transmit(message)
+        except ChannelError as error:
+            return [(delivery, self._result_of(error)) for delivery in group]
+        except Exception as error:
+            logger.exception(
+                "channel %s: unexpected error sending notification %s",
+                self.name,
+                group[0].notification_id,
+            )
+            failed = SendResult(st.FAILED, error=self.redact(f"{type(error).__name__}: {error}"))
+            return [(delivery, failed) for delivery in group]
+        return [(delivery, self._group_result(message, delivery, count)) for delivery in group]
+
+    def _group_result(
+        self, message: EmailMultiAlternatives, delivery: Delivery, count: int
+    ) -> SendResult:
+        try:
+            sent = self._outcome(message, delivery, count)
+        except ChannelError as error:
+            return self._result_of(error)
+        if isinstance(sent, SendResult):
+            sent.error = self.redact(sent.error)
+            return sent
+        return SendResult(st.SENT, message_id=sent)
+
+    def _all_recipients(self, delivery: Delivery) -> list[Delivery]:
+        """Every delivery of ``delivery``'s notification on this channel, it first."""
+        from ..models import Delivery
+
+        others = Delivery.objects.filter(
+            notification_id=delivery.notification_id, channel=delivery.channel
+        ).exclude(pk=delivery.pk)
+        everyone = [delivery, *others.order_by("pk")]
+        for item in everyone:
+            item.notification = delivery.notification
+        return everyone
+
     def _reset_connection_after(self, error: Exception) -> None:
         if isinstance(error, (OSError, smtplib.SMTPException)):
             self.close()
             self.open()
+
+
+def _address(delivery: Delivery) -> str:
+    return formataddr((delivery.recipient_name, delivery.recipient))
+
+
+def _recipient_status(recipients: dict[str, Any], address: str) -> Any:
+    """anymail's status of ``address`` (matched without regard to case), else the first."""
+    found = recipients.get(address)
+    if found is None:
+        lowered = {key.lower(): value for key, value in recipients.items()}
+        found = lowered.get(address.lower())
+    return found if found is not None else next(iter(recipients.values()))
+
+
+def _unsubscribe_urls(headers: dict[str, str]) -> list[str]:
+    """The URLs of a List-Unsubscribe header (RFC 2369): never rewritten for tracking."""
+    value = headers.get("List-Unsubscribe", "")
+    return re.findall(r"<([^>]+)>", value)
 
 
 def _classify(error: Exception) -> ChannelError:

@@ -1,0 +1,168 @@
+"""From a request to a tracking URL to events, through ``record_event`` only.
+
+The views call these after the token is verified. Each looks the delivery up by its
+token (one query), classifies the request (:mod:`.classify`), and records one event
+per delivery concerned: the delivery itself, or, for a group token (one email sent
+to every recipient), every delivery of that notification on that channel that was
+sent, all with the same ``occurred_at``.
+
+The client's IP address is used to classify, and stored only when
+``STORE_IP_ADDRESSES`` is on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.http import HttpRequest
+
+from .. import status as st
+from ..conf import get_setting
+from ..models import Delivery, DeliveryEvent, EventSource, Notification
+from ..service import record_event
+from . import classify
+from .markup import scan
+from .rewrite import is_trackable_link
+from .tokens import ClickToken, DownloadToken, OpenToken
+
+if TYPE_CHECKING:
+    from ..models import Attachment
+
+_TARGET_FIELDS = ("pk", "track_opens", "track_clicks", "sent_at", "notification_id", "channel")
+#: A shared email's open counts for the recipients it was sent to, not the failed ones.
+_SENT_STATUSES = (st.SENT, st.DELIVERED, st.OPENED, st.CLICKED)
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address: ``CLIENT_IP_HEADER`` (last entry of a list) or REMOTE_ADDR."""
+    header = get_setting("CLIENT_IP_HEADER") or "REMOTE_ADDR"
+    value = request.META.get(header, "")
+    candidate = value.rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+def record_open(request: HttpRequest, token: OpenToken, occurred_at: dt.datetime) -> int:
+    """Record a pixel load; return how many events were stored."""
+    targets = _targets(token.delivery, token.group, "track_opens")
+    if not targets:
+        return 0
+    verdict = classify.classify(_hit(request, classify.OPEN, targets, occurred_at))
+    return _record(
+        request, targets, st.OPENED, EventSource.PIXEL, occurred_at, verdict, token.group
+    )
+
+
+def record_click(request: HttpRequest, token: ClickToken, occurred_at: dt.datetime) -> int:
+    """Record a click on a tracked link; return how many events were stored."""
+    targets = _targets(token.delivery, token.group, "track_clicks")
+    if not targets:
+        return 0
+    verdict = classify.classify(_hit(request, classify.CLICK, targets, occurred_at))
+    if not verdict.is_machine:
+        verdict = _link_burst(targets[0], token.url, occurred_at) or verdict
+    verdict = classify.Verdict(verdict.is_machine, {"url": token.url, **verdict.details})
+    return _record(
+        request, targets, st.CLICKED, EventSource.CLICK, occurred_at, verdict, token.group
+    )
+
+
+def record_download(
+    request: HttpRequest, token: DownloadToken, attachment: Attachment, occurred_at: dt.datetime
+) -> int:
+    """Record a tracked download of ``attachment``; return how many events were stored."""
+    targets = _targets(token.delivery, token.group, "track_clicks")
+    if not targets:
+        return 0
+    verdict = classify.classify(_hit(request, classify.DOWNLOAD, targets, occurred_at))
+    file = {"attachment_id": attachment.pk, "filename": attachment.filename}
+    verdict = classify.Verdict(verdict.is_machine, {**file, **verdict.details})
+    return _record(
+        request, targets, st.DOWNLOAD, EventSource.DOWNLOAD, occurred_at, verdict, token.group
+    )
+
+
+def _targets(delivery_token: uuid.UUID, group: bool, flag: str) -> list[dict[str, Any]]:
+    """The deliveries an event is recorded on, those whose tracking ``flag`` is on."""
+    rows = list(Delivery.objects.filter(token=delivery_token).values(*_TARGET_FIELDS))
+    if rows and group:
+        lead = rows[0]
+        rows = list(
+            Delivery.objects.filter(
+                notification_id=lead["notification_id"],
+                channel=lead["channel"],
+                status__in=_SENT_STATUSES,
+            )
+            .order_by("pk")
+            .values(*_TARGET_FIELDS)
+        )
+    return [row for row in rows if row[flag]]
+
+
+def _hit(
+    request: HttpRequest, action: str, targets: list[dict[str, Any]], occurred_at: dt.datetime
+) -> classify.Hit:
+    sent = [row["sent_at"] for row in targets if row["sent_at"] is not None]
+    return classify.Hit(
+        action=action,
+        method=request.method or "GET",
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        ip_address=client_ip(request),
+        occurred_at=occurred_at,
+        sent_at=min(sent) if sent else None,
+    )
+
+
+def _link_burst(
+    target: dict[str, Any], url: str, occurred_at: dt.datetime
+) -> classify.Verdict | None:
+    """A machine verdict when this click completes clicks on every link within a second."""
+    since = occurred_at - dt.timedelta(seconds=classify.LINK_BURST_SECONDS)
+    recent = DeliveryEvent.objects.filter(
+        delivery_id=target["pk"], kind=st.CLICKED, occurred_at__gte=since
+    ).values_list("details", flat=True)
+    clicked = {details.get("url") for details in recent if isinstance(details, dict)}
+    if not clicked - {url, None}:
+        return None  # no other link clicked within the window: no burst
+    html = Notification.objects.filter(pk=target["notification_id"]).values_list("html", flat=True)
+    links = {
+        link.href.strip() for link in scan(html.first() or "").links if is_trackable_link(link)
+    }
+    if len(links) >= 2 and links <= clicked | {url}:
+        return classify.machine("link_burst", links=len(links))
+    return None
+
+
+def _record(
+    request: HttpRequest,
+    targets: list[dict[str, Any]],
+    kind: str,
+    source: str,
+    occurred_at: dt.datetime,
+    verdict: classify.Verdict,
+    group: bool,
+) -> int:
+    """Record one event per target: the same time, verdict and details on each."""
+    ip_address = client_ip(request) if get_setting("STORE_IP_ADDRESSES") else None
+    details = verdict.details
+    if group:
+        details = {**details, "shared_email": True, "recipients": len(targets)}
+    stored = 0
+    for target in targets:
+        event = record_event(
+            target["pk"],
+            kind,
+            source=source,
+            occurred_at=occurred_at,
+            is_machine=verdict.is_machine,
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            ip_address=ip_address,
+            details=details,
+        )
+        stored += event is not None
+    return stored

@@ -1,0 +1,150 @@
+"""The tracking endpoints: open pixel, tracked link, tracked download.
+
+Each verifies its token before anything else (no query for a forged one), records
+through :mod:`.recording` (which ends in ``record_event``), and answers whatever
+happened while recording: a failure is logged, never turned into a 500.
+
+- ``open``: always 200 and the same 1x1 transparent GIF, uncacheable. GET records an
+  open; HEAD records nothing.
+- ``click``: 302 to exactly the URL the token signs; a bad token is a 404 and never
+  a redirect. GET and HEAD are recorded (HEAD as a machine click).
+- ``download``: the file, as an attachment; a bad token or a missing file is a 404.
+
+These views are the only GETs of the app that change state: that is their purpose.
+They run outside ``ATOMIC_REQUESTS`` so that a failed recording cannot break the
+answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseNotFound,
+    HttpResponseRedirect,
+)
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ..models import Attachment
+from . import recording, tokens
+from .rewrite import TRACKED_SCHEMES
+
+logger = logging.getLogger(__name__)
+
+#: A 1x1 transparent GIF (43 bytes).
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_CACHE_HEADERS = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "X-Robots-Tag": "noindex",
+}
+_SAFE_METHODS = ("GET", "HEAD")
+
+
+def pixel_response() -> HttpResponse:
+    """The pixel's answer: the GIF and headers that forbid caching it."""
+    response = HttpResponse(PIXEL_GIF, content_type="image/gif")
+    for name, value in NO_CACHE_HEADERS.items():
+        response.headers[name] = value
+    response.headers["Content-Length"] = str(len(PIXEL_GIF))
+    return response
+
+
+def _record_safely(what: str, record: Callable[..., int], *args: Any) -> None:
+    try:
+        record(*args)
+    except Exception:
+        logger.exception("notify_tracking: could not record a %s", what)
+
+
+def _not_found() -> HttpResponse:
+    response = HttpResponseNotFound(
+        _("This link is not valid."), content_type="text/plain; charset=utf-8"
+    )
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+@transaction.non_atomic_requests
+def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
+    """The open pixel: record a GET as an open of its delivery, answer the GIF."""
+    if request.method not in _SAFE_METHODS:
+        return HttpResponseNotAllowed(_SAFE_METHODS)
+    if request.method == "GET":
+        occurred_at = timezone.now()
+        try:
+            parsed = tokens.read_open(token)
+        except tokens.InvalidToken as error:
+            logger.info("notify_tracking: pixel with an invalid token (%s)", error)
+        else:
+            _record_safely("pixel open", recording.record_open, request, parsed, occurred_at)
+    return pixel_response()
+
+
+@transaction.non_atomic_requests
+def click(request: HttpRequest, token: str) -> HttpResponse:
+    """A tracked link: record the click, redirect to the signed URL."""
+    if request.method not in _SAFE_METHODS:
+        return HttpResponseNotAllowed(_SAFE_METHODS)
+    occurred_at = timezone.now()
+    try:
+        parsed = tokens.read_click(token)
+    except tokens.InvalidToken as error:
+        logger.info("notify_tracking: link with an invalid token (%s)", error)
+        return _not_found()
+    if parsed.url.split(":", 1)[0].lower() not in TRACKED_SCHEMES:
+        logger.warning("notify_tracking: signed link to a non-http URL refused")
+        return _not_found()
+    _record_safely("click", recording.record_click, request, parsed, occurred_at)
+    response = HttpResponseRedirect(parsed.url)
+    response.headers["Cache-Control"] = NO_CACHE_HEADERS["Cache-Control"]
+    response.headers["X-Robots-Tag"] = "noindex"
+    # The target site does not need to see the tracking URL (and its token).
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@transaction.non_atomic_requests
+def download(request: HttpRequest, token: str) -> HttpResponse:
+    """A tracked download: record it, then serve the file as an attachment."""
+    if request.method not in _SAFE_METHODS:
+        return HttpResponseNotAllowed(_SAFE_METHODS)
+    occurred_at = timezone.now()
+    try:
+        parsed = tokens.read_download(token)
+    except tokens.InvalidToken as error:
+        logger.info("notify_tracking: download with an invalid token (%s)", error)
+        return _not_found()
+    attachment = Attachment.objects.filter(
+        pk=parsed.attachment_id, notification__deliveries__token=parsed.delivery
+    ).first()
+    if attachment is None:
+        return _not_found()
+    try:
+        file = attachment.file.open("rb")
+    except OSError:
+        logger.exception("notify_tracking: attachment %s has no readable file", attachment.pk)
+        return _not_found()
+    _record_safely("download", recording.record_download, request, parsed, attachment, occurred_at)
+    response = FileResponse(
+        file,
+        as_attachment=True,
+        filename=attachment.filename,
+        content_type=attachment.mimetype or None,
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
