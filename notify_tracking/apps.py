@@ -8,4 +8,9 @@ class NotifyTrackingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from anymail.signals import inbound
+
         from . import checks  # noqa: F401  (registers the system checks)
+        from .reports import handle_inbound
+
+        inbound.connect(handle_inbound, dispatch_uid="notify_tracking.reports.handle_inbound")

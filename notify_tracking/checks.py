@@ -117,6 +117,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "TRACK_CLICKS": _bool,
     "REQUEST_DELIVERY_REPORT": _bool,
     "REQUEST_READ_RECEIPT": _bool,
+    "MAX_REPORT_BYTES": _int_at_least(1024),
     "COUNT_MACHINE_OPENS": _bool,
     "RETENTION_DAYS": _int_at_least(1),
     "MAX_ATTEMPTS": _int_at_least(1),

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "TRACK_CLICKS": True,
     "REQUEST_DELIVERY_REPORT": False,
     "REQUEST_READ_RECEIPT": False,
+    # Largest report (DSN/MDN) message read, in bytes; a larger one is ignored and logged.
+    "MAX_REPORT_BYTES": 1_048_576,
     # Whether an open classified as automated makes a delivery "opened".
     "COUNT_MACHINE_OPENS": False,
     "RETENTION_DAYS": 45,
