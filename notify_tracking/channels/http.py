@@ -205,8 +205,9 @@ def register_secrets(*values: str | None) -> None:
 # --- the base channel ---------------------------------------------------------------
 
 
-class ProviderRateLimited(TransientChannelError):
-    """The provider said "too many requests": the scope pauses for ``retry_after``.
+class AskedToWait(TransientChannelError):
+    """The provider asked us to wait ("too many requests", "come back later"): the
+    scope pauses for ``retry_after`` seconds, for every worker.
 
     ``whole_channel`` pauses every recipient of the channel, not just this one.
     """
@@ -307,7 +308,7 @@ class HttpChannel(Channel):
         answer = self.client.post(self.stamp(message))
         try:
             return self.interpret(answer, delivery)
-        except ProviderRateLimited as error:
+        except AskedToWait as error:
             if error.retry_after:
                 self.limiter.pause(scopes[-1 if error.whole_channel else 0], error.retry_after)
             logger.warning("channel %s: %s", self.name, self.redact(error.reason))

@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy
 
 from ..exceptions import ChannelError, TransientChannelError
 from .formatting import fit, target_url, text_to_send, utf16_length
-from .http import Answer, HttpChannel, HttpRequest, ProviderRateLimited, json_request
+from .http import Answer, AskedToWait, HttpChannel, HttpRequest, json_request
 
 if TYPE_CHECKING:
     from ..models import Delivery, Notification
@@ -85,7 +85,7 @@ class SlackChannel(HttpChannel):
     def interpret(self, answer: Answer, delivery: Delivery) -> str:
         if answer.status == 429:
             reason = _("Slack: rate limited (HTTP 429)")
-            raise ProviderRateLimited(reason, retry_after=answer.retry_after())
+            raise AskedToWait(reason, retry_after=answer.retry_after())
         data = answer.json()
         if not isinstance(data, dict) or "ok" not in data:
             raise _unreadable(answer)
@@ -100,7 +100,7 @@ def _error(answer: Answer, data: dict[str, Any]) -> ChannelError:
     hint = HINTS.get(code)
     reason = _("Slack: %(error)s") % {"error": code} + (f" ({hint})" if hint else "")
     if code == "ratelimited":
-        return ProviderRateLimited(reason, retry_after=answer.retry_after())
+        return AskedToWait(reason, retry_after=answer.retry_after())
     if code in TRANSIENT_ERRORS or answer.status >= 500:
         return TransientChannelError(reason)
     return ChannelError(reason, details={"slack_error": code})

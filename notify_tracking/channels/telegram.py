@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from ..exceptions import ChannelError, TransientChannelError
 from .formatting import fit, target_url, text_to_send, utf16_length
-from .http import Answer, HttpChannel, HttpRequest, ProviderRateLimited, json_request
+from .http import Answer, AskedToWait, HttpChannel, HttpRequest, json_request
 from .ratelimit import Rate
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def _error(answer: Answer, data: dict[str, Any]) -> ChannelError:
     reason = _("Telegram: %(description)s") % {"description": description}
     if code == 429:
         retry_after = parameters.get("retry_after")
-        return ProviderRateLimited(reason, retry_after=_seconds(retry_after))
+        return AskedToWait(reason, retry_after=_seconds(retry_after))
     if isinstance(code, int) and code >= 500:
         return TransientChannelError(reason)
     details = {"error_code": code}

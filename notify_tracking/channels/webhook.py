@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from .. import __version__
 from ..exceptions import ChannelError, TransientChannelError
 from .formatting import target_url, text_to_send
-from .http import Answer, HttpChannel, HttpRequest, ProviderRateLimited, json_request
+from .http import Answer, AskedToWait, HttpChannel, HttpRequest, json_request
 
 if TYPE_CHECKING:
     from ..models import Delivery
@@ -110,10 +110,11 @@ class WebhookChannel(HttpChannel):
         if 200 <= answer.status < 300:
             return _receiver_id(answer) or str(delivery.token)
         reason = _("the receiver answered %(answer)s") % {"answer": answer.describe()}
-        if answer.status == 429:
-            raise ProviderRateLimited(reason, retry_after=answer.retry_after(), whole_channel=True)
         if answer.status >= 500 or answer.status in TRANSIENT_STATUSES:
-            raise TransientChannelError(reason, retry_after=answer.retry_after())
+            retry_after = answer.retry_after()
+            if retry_after is not None:
+                raise AskedToWait(reason, retry_after=retry_after, whole_channel=True)
+            raise TransientChannelError(reason)
         if 300 <= answer.status < 400:
             reason += " " + _("(redirects are not followed: configure the final URL)")
         raise ChannelError(reason, details={"http_status": answer.status})
