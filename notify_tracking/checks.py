@@ -107,6 +107,16 @@ def _callable_path(value: Any) -> str | None:
     return None if callable(target) else f"{value!r} is not callable"
 
 
+def _time_of_day(value: Any) -> str | None:
+    from .read_notices import parse_time_of_day
+
+    try:
+        parse_time_of_day(value)
+    except (TypeError, ValueError):
+        return "must be a time of day as 'HH:MM', such as '08:00'"
+    return None
+
+
 VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CHANNELS": _channels,
     "DEFAULT_CHANNEL": _optional_str,
@@ -127,6 +137,8 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CLAIM_TIMEOUT": _int_at_least(1),
     "STUCK_AFTER": _int_at_least(1),
     "QUEUE": _optional_str,
+    "ESP_BATCH_SIZE": _int_at_least(1),
+    "DIGEST_TIME": _time_of_day,
     "PERMISSION": _callable_path,
     "API_MAX_TARGETS": _int_at_least(1),
 }

@@ -65,6 +65,10 @@ DEFAULTS: dict[str, Any] = {
     "STUCK_AFTER": 600,
     # Celery queue for the app's tasks; None: the default queue.
     "QUEUE": None,
+    # ESP webhook events applied by one Celery task (docs/esp-webhooks.md).
+    "ESP_BATCH_SIZE": 500,
+    # When the daily read digest goes out, "HH:MM" in settings.TIME_ZONE (docs/read-notices.md).
+    "DIGEST_TIME": "08:00",
     # Who may see a target's status: dotted path of a callable (user, target, summary) -> bool.
     "PERMISSION": "notify_tracking.permissions.default_permission",
     # The most targets one request to the status list endpoint may ask for.

@@ -10,9 +10,11 @@ import logging
 from collections.abc import Sequence
 
 from celery import shared_task
+from django.db import DatabaseError
 
 from . import sending
 from .conf import get_setting
+from .read_notices import DigestIncomplete, digest_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,50 @@ def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
 def sweep_stuck() -> int:
     """Enqueue again deliveries whose worker died or whose message was lost."""
     return sending.sweep_stuck()
+
+
+@shared_task(
+    name="notify_tracking.apply_esp_events",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def apply_esp_events(events: list[dict]) -> dict[str, int]:
+    """Apply a chunk of ESP webhook events (safe to run twice: events are deduplicated)."""
+    from .esp.apply import apply_events
+
+    return apply_events(events)
+
+
+@shared_task(
+    name="notify_tracking.send_read_notice",
+    ignore_result=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=3,
+)
+def send_read_notice(delivery_id: int) -> bool:
+    """Tell the sender that this delivery was read (once per delivery)."""
+    from .read_notices import send_instant_notice
+
+    return send_instant_notice(delivery_id)
+
+
+@shared_task(
+    name="notify_tracking.send_read_digests",
+    ignore_result=True,
+    autoretry_for=(DigestIncomplete,),
+    retry_backoff=300,
+    max_retries=3,
+)
+def send_read_digests() -> int:
+    """Send the daily read digests; a retry sends only those that failed."""
+    from .read_notices import send_digests
+
+    return send_digests()
 
 
 def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) -> None:
@@ -61,5 +107,9 @@ def beat_schedule(sweep_every: float = 60.0) -> dict[str, dict]:
         "notify_tracking.sweep_stuck": {
             "task": "notify_tracking.sweep_stuck",
             "schedule": sweep_every,
+        },
+        "notify_tracking.send_read_digests": {
+            "task": "notify_tracking.send_read_digests",
+            "schedule": digest_schedule(),
         },
     }

@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("notify/", include("notify_tracking.urls")),
     path("admin/", admin.site.urls),
+    path("anymail/", include("anymail.urls")),
 ]

@@ -1,0 +1,182 @@
+"""The worker side: match queued ESP events to deliveries and record them.
+
+Matching costs two or three queries per chunk, whatever its size; then each event goes
+through :func:`notify_tracking.service.record_event` (in time order, so that refolds
+stay rare). Every event carries a provider event id, so applying a chunk twice (a
+retried task) stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..models import Delivery, EventSource
+from ..service import record_event
+
+logger = logging.getLogger("notify_tracking.esp")
+
+#: How many unknown message ids one log line names.
+LOGGED_UNKNOWN_IDS = 10
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """A normalized ESP event as :mod:`.mapping` queued it."""
+
+    esp: str
+    kind: str
+    occurred_at: dt.datetime
+    provider_event_id: str
+    token: str | None = None
+    message_id: str = ""
+    recipient: str = ""
+    error: str = ""
+    user_agent: str = ""
+    ip_address: str | None = None
+    is_machine: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> QueuedEvent:
+        """Raises KeyError, TypeError or ValueError for a dict that is not one."""
+        occurred_at = dt.datetime.fromisoformat(raw["occurred_at"])
+        if occurred_at.tzinfo is None:
+            raise ValueError("occurred_at has no time zone")
+        if not isinstance(raw.get("details", {}), dict):
+            raise TypeError("details must be a dict")
+        return cls(
+            esp=str(raw["esp"]),
+            kind=str(raw["kind"]),
+            occurred_at=occurred_at,
+            provider_event_id=str(raw["provider_event_id"]),
+            token=raw.get("token") or None,
+            message_id=str(raw.get("message_id") or ""),
+            recipient=str(raw.get("recipient") or "").lower(),
+            error=str(raw.get("error") or ""),
+            user_agent=str(raw.get("user_agent") or ""),
+            ip_address=raw.get("ip_address") or None,
+            is_machine=bool(raw.get("is_machine")),
+            details=dict(raw.get("details") or {}),
+        )
+
+
+class Target(NamedTuple):
+    pk: int
+    token: str
+    recipient: str
+    message_id: str
+
+
+class DeliveryMatcher:
+    """Finds the delivery of an event: by our metadata token, else by message id."""
+
+    FIELDS = ("pk", "token", "recipient", "message_id", "email_message_id")
+
+    def __init__(self, events: list[QueuedEvent]):
+        tokens = {event.token for event in events if event.token}
+        rows = self._rows(token__in=tokens) if tokens else []
+        self.by_token = {target.token: target for target, _ in rows}
+        ids = {e.message_id for e in events if e.message_id and e.token not in self.by_token}
+        self.by_message_id: dict[str, list[Target]] = {}
+        for lookup in ("message_id__in", "email_message_id__in"):
+            for target, row_ids in self._rows(**{lookup: ids}) if ids else []:
+                for message_id in row_ids & ids:
+                    self._add(message_id, target)
+
+    def match(self, event: QueuedEvent) -> Target | None:
+        """The delivery of ``event``; None when unknown or ambiguous."""
+        if event.token in self.by_token:
+            return self.by_token[event.token]
+        candidates = self.by_message_id.get(event.message_id, [])
+        if event.recipient:
+            candidates = [c for c in candidates if c.recipient.lower() == event.recipient]
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _add(self, message_id: str, target: Target) -> None:
+        known = self.by_message_id.setdefault(message_id, [])
+        if target.pk not in {t.pk for t in known}:
+            known.append(target)
+
+    @classmethod
+    def _rows(cls, **lookup: Any) -> list[tuple[Target, set[str]]]:
+        rows = Delivery.objects.filter(**lookup).values_list(*cls.FIELDS)
+        return [
+            (Target(pk, str(token), recipient, message_id), {message_id, email_message_id})
+            for pk, token, recipient, message_id, email_message_id in rows
+        ]
+
+
+def apply_events(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Record these queued ESP events; return how many were applied, skipped and why.
+
+    Counts: ``applied`` (stored), ``duplicate`` (already stored, or tracking refused),
+    ``unknown`` (no delivery matched: logged), ``malformed`` (unusable: logged).
+    """
+    counts: Counter[str] = Counter()
+    parsed = _parse(events, counts)
+    matcher = DeliveryMatcher(parsed)
+    unknown: list[QueuedEvent] = []
+    for event in sorted(parsed, key=lambda e: e.occurred_at):
+        target = matcher.match(event)
+        if target is None:
+            unknown.append(event)
+            continue
+        counts[_record(event, target)] += 1
+    counts["unknown"] = len(unknown)
+    if unknown:
+        _log_unknown(unknown)
+    return dict(counts)
+
+
+def _parse(events: list[dict[str, Any]], counts: Counter[str]) -> list[QueuedEvent]:
+    parsed = []
+    for raw in events:
+        try:
+            parsed.append(QueuedEvent.from_dict(raw))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            counts["malformed"] += 1
+            logger.warning("notify_tracking: skipped a malformed ESP event (%s): %r", error, raw)
+    return parsed
+
+
+def _record(event: QueuedEvent, target: Target) -> str:
+    # Store the provider's id on a delivery matched by token that does not know it yet.
+    message_id = event.message_id if event.token and not target.message_id else None
+    try:
+        stored = record_event(
+            target.pk,
+            event.kind,
+            source=EventSource.ESP,
+            occurred_at=event.occurred_at,
+            is_machine=event.is_machine,
+            provider_event_id=event.provider_event_id,
+            user_agent=event.user_agent,
+            ip_address=event.ip_address,
+            error=event.error,
+            message_id=message_id,
+            details=event.details,
+        )
+    except ValueError as error:
+        logger.warning(
+            "notify_tracking: skipped a malformed %s event for delivery %s: %s",
+            event.esp,
+            target.pk,
+            error,
+        )
+        return "malformed"
+    return "applied" if stored is not None else "duplicate"
+
+
+def _log_unknown(unknown: list[QueuedEvent]) -> None:
+    ids = sorted({e.message_id or e.token or "(no id)" for e in unknown})
+    shown = ", ".join(ids[:LOGGED_UNKNOWN_IDS]) + (" ..." if len(ids) > LOGGED_UNKNOWN_IDS else "")
+    logger.info(
+        "notify_tracking: ignored %d ESP events that match no delivery (%s message ids: %s)",
+        len(unknown),
+        unknown[0].esp,
+        shown,
+    )
