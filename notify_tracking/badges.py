@@ -72,10 +72,23 @@ def signed_png_url(
 # --- rendering ------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def badge_font(path: str | None) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The font of badge labels: ``BADGE_FONT``, else DejaVu Sans if the system has it
+    (it covers Cyrillic, Greek...), else Pillow's built-in font (Latin only)."""
+    for candidate in (path, "DejaVuSans.ttf"):
+        if candidate:
+            try:
+                return ImageFont.truetype(candidate, FONT_SIZE)
+            except OSError:
+                continue
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
 @lru_cache(maxsize=256)
 def render_png(state: str | None, label: str) -> bytes:
     """A badge: a coloured square with the state's mark, then the label. Cached."""
-    font = ImageFont.load_default(size=FONT_SIZE)
+    font = badge_font(get_setting("BADGE_FONT"))
     text_width = int(font.getlength(label))
     image = Image.new("RGB", (ICON_WIDTH + text_width + 2 * PADDING, HEIGHT), LABEL_BACKGROUND)
     draw = ImageDraw.Draw(image)

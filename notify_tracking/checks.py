@@ -141,6 +141,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "DIGEST_TIME": _time_of_day,
     "PERMISSION": _callable_path,
     "API_MAX_TARGETS": _int_at_least(1),
+    "BADGE_FONT": _optional_str,
 }
 
 

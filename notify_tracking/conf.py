@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "PERMISSION": "notify_tracking.permissions.default_permission",
     # The most targets one request to the status list endpoint may ask for.
     "API_MAX_TARGETS": 100,
+    # TrueType font file of PNG badge labels; None: DejaVu Sans if installed, else Pillow's.
+    "BADGE_FONT": None,
 }
 
 

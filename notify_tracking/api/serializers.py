@@ -32,7 +32,9 @@ class DeliverySerializer(serializers.Serializer):
     channel = serializers.CharField()
     status = serializers.ChoiceField(choices=STATUSES)
     status_label = serializers.CharField()
-    stage = serializers.ChoiceField(choices=STATES, help_text="The badge state it stands for.")
+    stage = serializers.CharField(
+        help_text="The badge state it stands for: queued, sent, delivered, read or error."
+    )
     error = serializers.CharField(allow_blank=True)
     queued_at = serializers.DateTimeField()
     sent_at = serializers.DateTimeField(allow_null=True)
