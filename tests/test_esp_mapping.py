@@ -90,11 +90,12 @@ def test_events_that_say_nothing_about_a_delivery_are_ignored(
 def test_an_event_type_anymail_may_add_later_is_skipped_with_a_log_line(
     delivery, django_capture_on_commit_callbacks, caplog
 ):
-    with caplog.at_level(logging.WARNING, "notify_tracking.esp"):
-        with django_capture_on_commit_callbacks(execute=True):
-            tracking.send(
-                sender=object, event=signal_event(delivery, "teleported"), esp_name="Test"
-            )
+    event = signal_event(delivery, "teleported")
+    with (
+        caplog.at_level(logging.WARNING, "notify_tracking.esp"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        tracking.send(sender=object, event=event, esp_name="Test")
     assert esp_events(delivery) == []
     assert "skipped a malformed Test tracking event" in caplog.text
 
