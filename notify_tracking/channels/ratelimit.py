@@ -5,9 +5,9 @@ each with a :class:`Rate` such as ``30/s``. Before each send, :class:`RateLimite
 gives the delivery a *turn*: in every scope, a time slot of ``1/rate`` seconds that
 nobody else holds. Slots are claimed with ``cache.add()``, which is atomic in the
 Redis, Memcached, database and local-memory caches, so two workers never get the
-same slot. This is a token bucket that holds one token per slot: a send goes at
-once when its scope's current slot is free, and a burst is spread over the
-following slots, so no window of ``N/rate`` seconds sees more than ``N + 1`` sends.
+same slot. Each slot stores the time of its send, and the next slot's send is at
+least one interval later: a token bucket of capacity one (GCRA). A send goes at once
+when its scope has been quiet for an interval, and a burst is spaced evenly.
 
 A turn that is near is waited for (``max_wait`` seconds at most); a turn further
 away is *held* for the delivery (keyed by its token) and the send is deferred until
@@ -157,9 +157,11 @@ class RateLimiter:
         hint_key = self._key(scope.key, "next")
         slot = max(math.floor(earliest / interval), self.cache.get(hint_key) or 0)
         for _attempt in range(MAX_SCAN):
-            start = max(earliest, slot * interval)
+            # Never closer than one interval to the send of the slot before.
+            before = self.cache.get(self._key(scope.key, str(slot - 1))) or 0.0
+            start = max(earliest, slot * interval, before + interval)
             timeout = _ttl(start - now + interval)
-            if self.cache.add(self._key(scope.key, str(slot)), 1, timeout=timeout):
+            if self.cache.add(self._key(scope.key, str(slot)), start, timeout=timeout):
                 self.cache.set(hint_key, slot + 1, timeout=timeout)
                 return start
             slot += 1
