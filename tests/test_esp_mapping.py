@@ -7,6 +7,7 @@ import logging
 import pytest
 from anymail.signals import AnymailTrackingEvent, tracking
 from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
+from django.test import override_settings
 
 from notify_tracking.models import DeliveryEvent
 from tests.esp_payloads import NOW, post_sendgrid, send, sendgrid_event
@@ -171,6 +172,7 @@ def test_delivered_keeps_the_mta_response_as_a_detail_not_an_error(
     assert (delivery.status, delivery.error) == ("delivered", "")
 
 
+@override_settings(NOTIFY_TRACKING={"STORE_IP_ADDRESSES": True})
 def test_a_click_keeps_its_url_user_agent_and_ip(
     delivery, client, django_capture_on_commit_callbacks
 ):
@@ -206,3 +208,13 @@ def test_a_delivery_matched_by_token_learns_its_provider_message_id(
     delivery.refresh_from_db()
     assert (delivery.status, delivery.message_id) == ("delivered", "sg-abc-123")
     assert DeliveryEvent.objects.filter(delivery=delivery, source="esp").count() == 1
+
+
+def test_the_readers_ip_is_not_stored_unless_asked(
+    delivery, client, django_capture_on_commit_callbacks
+):
+    click = sendgrid_event(delivery, "click", NOW + 5, ip="203.0.113.7", url="https://x.example")
+    with django_capture_on_commit_callbacks(execute=True):
+        post_sendgrid(client, [click])
+    (event,) = esp_events(delivery)
+    assert event.ip_address is None

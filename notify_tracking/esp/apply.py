@@ -139,7 +139,11 @@ def _parse(events: list[dict[str, Any]], counts: Counter[str]) -> list[QueuedEve
             parsed.append(QueuedEvent.from_dict(raw))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             counts["malformed"] += 1
-            logger.warning("notify_tracking: skipped a malformed ESP event (%s): %r", error, raw)
+            logger.warning(
+                "notify_tracking: skipped a malformed queued ESP event (%s: %s)",
+                type(error).__name__,
+                error,
+            )
     return parsed
 
 
@@ -172,7 +176,7 @@ def _record(event: QueuedEvent, target: Target) -> str:
 
 
 def _log_unknown(unknown: list[QueuedEvent]) -> None:
-    ids = sorted({e.message_id or e.token or "(no id)" for e in unknown})
+    ids = sorted({e.message_id or "(none)" for e in unknown})
     shown = ", ".join(ids[:LOGGED_UNKNOWN_IDS]) + (" ..." if len(ids) > LOGGED_UNKNOWN_IDS else "")
     logger.info(
         "notify_tracking: ignored %d ESP events that match no delivery (%s message ids: %s)",

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from .. import status as st
 from ..channels.email import METADATA_KEY
+from ..conf import get_setting
 from ..models import DeliveryEvent
 from . import machine
 
@@ -78,7 +79,7 @@ def normalize(event: Any, esp_name: str) -> dict[str, Any] | None:
         "recipient": _text(getattr(event, "recipient", None)).lower(),
         "error": readable_error(event, esp_name, event_type) if kind in KINDS_WITH_ERROR else "",
         "user_agent": _text(getattr(event, "user_agent", None)) if kind in READER_KINDS else "",
-        "ip_address": _reader_ip(event, esp_name) if kind in READER_KINDS else None,
+        "ip_address": _stored_ip(event, esp_name, kind),
         "is_machine": is_machine,
         "details": details,
     }
@@ -152,7 +153,10 @@ def _token(metadata: Any) -> str | None:
         return None
 
 
-def _reader_ip(event: Any, esp_name: str) -> str | None:
+def _stored_ip(event: Any, esp_name: str, kind: str) -> str | None:
+    """The reader's IP address, kept only when ``STORE_IP_ADDRESSES`` is on."""
+    if kind not in READER_KINDS or not get_setting("STORE_IP_ADDRESSES"):
+        return None
     value = machine.reader_ip(event, esp_name)
     try:
         return str(ipaddress.ip_address(value)) if value else None
