@@ -101,9 +101,11 @@ class EmailChannel(Channel):
     ) -> EmailMultiAlternatives:
         """The email of ``delivery``; with ``group``, one email to all these deliveries.
 
-        A group's email shows every email recipient of the notification in ``To``
-        (the envelope goes to the ``group`` only, so that a retry reaches only those
-        who still need it), and is tracked only if every recipient allows it.
+        A group's email is tracked only if every email recipient of the notification
+        allows it. When ``group`` is only some of them (a retry), the envelope goes to
+        the group alone and the ``To`` header still shows everyone; anymail's
+        providers cannot send such a header, so through them a retry shows only its
+        own recipients.
         """
         notification = delivery.notification
         from_email = get_setting("FROM_EMAIL") or settings.DEFAULT_FROM_EMAIL
@@ -111,8 +113,11 @@ class EmailChannel(Channel):
         headers = {"Message-ID": delivery.email_message_id}
         tracked_for = [delivery]
         if group is not None:
-            tracked_for = self._all_recipients(delivery)
-            headers["To"] = ", ".join(_address(item) for item in tracked_for)
+            everyone = self._all_recipients(delivery)
+            tracked_for += [item for item in everyone if item.pk != delivery.pk]
+            subset = {item.pk for item in group} != {item.pk for item in everyone}
+            if subset and not _is_anymail(self.connection):
+                headers["To"] = ", ".join(_address(item) for item in everyone)
         if notification.request_read_receipt:
             headers["Disposition-Notification-To"] = from_email
         content = tracked_content(
@@ -214,13 +219,14 @@ class EmailChannel(Channel):
         return SendResult(st.SENT, message_id=sent)
 
     def _all_recipients(self, delivery: Delivery) -> list[Delivery]:
-        """Every delivery of ``delivery``'s notification on this channel, it first."""
+        """Every delivery of ``delivery``'s notification on this channel, in order."""
         from ..models import Delivery
 
-        others = Delivery.objects.filter(
-            notification_id=delivery.notification_id, channel=delivery.channel
-        ).exclude(pk=delivery.pk)
-        everyone = [delivery, *others.order_by("pk")]
+        everyone = list(
+            Delivery.objects.filter(
+                notification_id=delivery.notification_id, channel=delivery.channel
+            ).order_by("pk")
+        )
         for item in everyone:
             item.notification = delivery.notification
         return everyone
@@ -233,6 +239,12 @@ class EmailChannel(Channel):
 
 def _address(delivery: Delivery) -> str:
     return formataddr((delivery.recipient_name, delivery.recipient))
+
+
+def _is_anymail(connection: Any) -> bool:
+    from anymail.backends.base import AnymailBaseBackend
+
+    return isinstance(connection, AnymailBaseBackend)
 
 
 def _recipient_status(recipients: dict[str, Any], address: str) -> Any:

@@ -1,0 +1,195 @@
+"""The open pixel endpoint: always the GIF, records each GET, nothing else."""
+
+import logging
+
+import pytest
+from django.db import DatabaseError
+from django.urls import reverse
+from PIL import Image
+
+from notify_tracking.models import Delivery, DeliveryEvent
+from notify_tracking.tracking import tokens
+from notify_tracking.tracking.views import PIXEL_GIF
+from tests.tracking_support import HTML, mark_sent, queued
+
+pytestmark = pytest.mark.django_db
+
+NO_CACHE = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "X-Robots-Tag": "noindex",
+}
+BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Thunderbird/128.0"
+
+
+@pytest.fixture
+def delivery(task):
+    (delivery,) = queued(task, ["bob@example.com"], html=HTML)
+    return mark_sent(delivery)
+
+
+def pixel_path(token: str) -> str:
+    return reverse("notify_tracking:open", kwargs={"token": token})
+
+
+def assert_is_the_pixel(response):
+    assert response.status_code == 200
+    assert response.content == PIXEL_GIF
+    assert response["Content-Type"] == "image/gif"
+    assert response["Content-Length"] == str(len(PIXEL_GIF))
+    for name, value in NO_CACHE.items():
+        assert response[name] == value
+
+
+def test_the_gif_is_a_transparent_one_pixel_image():
+    import io
+
+    image = Image.open(io.BytesIO(PIXEL_GIF))
+    assert image.format == "GIF"
+    assert image.size == (1, 1)
+    assert image.convert("RGBA").getpixel((0, 0))[3] == 0
+
+
+def test_each_get_records_an_open(client, delivery):
+    url = pixel_path(tokens.sign_open(delivery.token))
+    for _ in range(3):
+        assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
+    delivery.refresh_from_db()
+    assert delivery.status == "opened"
+    assert delivery.open_count == 3
+    assert delivery.machine_open_count == 0
+    assert delivery.first_opened_at <= delivery.last_opened_at
+    events = list(delivery.events.filter(kind="opened"))
+    assert len(events) == 3
+    assert all(event.source == "pixel" and not event.is_machine for event in events)
+    assert events[0].user_agent == BROWSER_UA
+    assert delivery.first_opened_at == events[0].occurred_at
+    assert delivery.last_opened_at == events[-1].occurred_at
+
+
+def test_a_valid_open_costs_a_handful_of_queries(client, delivery, django_assert_max_num_queries):
+    url = pixel_path(tokens.sign_open(delivery.token))
+    with django_assert_max_num_queries(6):
+        assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
+
+
+def test_a_long_user_agent_is_kept_truncated(client, delivery):
+    client.get(
+        pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT="Mozilla/5.0 " + "x" * 2000
+    )
+    event = delivery.events.get(kind="opened")
+    assert len(event.user_agent) == 512
+    assert event.user_agent.startswith("Mozilla/5.0 xxx")
+
+
+def test_head_records_nothing(client, delivery):
+    response = client.head(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/gif"
+    assert response["Cache-Control"] == NO_CACHE["Cache-Control"]
+    assert not delivery.events.filter(kind="opened").exists()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.open_count, delivery.machine_open_count) == ("sent", 0, 0)
+
+
+def test_other_methods_are_not_allowed(client, delivery):
+    response = client.post(pixel_path(tokens.sign_open(delivery.token)))
+    assert response.status_code == 405
+    assert not delivery.events.filter(kind="opened").exists()
+
+
+def tampered(token: str) -> str:
+    return ("1" if token[0] != "1" else "2") + token[1:]
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda d: tampered(tokens.sign_open(d.token)), id="tampered"),
+        pytest.param(lambda d: tokens.sign_open(d.token)[:-6], id="truncated"),
+        pytest.param(lambda d: d.token.hex, id="unsigned-uuid"),
+        pytest.param(lambda d: "garbage", id="garbage"),
+        pytest.param(lambda d: "A" * 5000, id="oversized"),
+        pytest.param(lambda d: tokens.sign_download(d.token, 1), id="other-purpose"),
+    ],
+)
+def test_a_bad_token_answers_the_gif_without_touching_the_database(
+    client, delivery, make_token, django_assert_num_queries
+):
+    url = pixel_path(make_token(delivery))
+    with django_assert_num_queries(0):
+        assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
+    assert not DeliveryEvent.objects.filter(kind="opened").exists()
+
+
+def test_a_token_of_a_deleted_delivery_answers_the_gif_and_records_nothing(
+    client, delivery, django_assert_num_queries
+):
+    url = pixel_path(tokens.sign_open(delivery.token))
+    Delivery.objects.filter(pk=delivery.pk).delete()
+    with django_assert_num_queries(1):  # the look-up, nothing written
+        assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
+    assert not DeliveryEvent.objects.exists()
+
+
+def test_a_recording_failure_still_answers_the_gif_and_is_logged(
+    client, delivery, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr("notify_tracking.tracking.recording.record_event", broken)
+    with caplog.at_level(logging.ERROR, logger="notify_tracking.tracking.views"):
+        response = client.get(
+            pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA
+        )
+    assert_is_the_pixel(response)
+    assert "could not record a pixel open" in caplog.text
+    assert "disk I/O error" in caplog.text
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"  # nothing recorded, nothing lost
+
+
+def test_the_ip_address_is_not_stored_by_default(client, delivery):
+    client.get(pixel_path(tokens.sign_open(delivery.token)), REMOTE_ADDR="203.0.113.9")
+    assert delivery.events.get(kind="opened").ip_address is None
+
+
+def test_the_ip_address_is_stored_when_asked(client, delivery, settings):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "STORE_IP_ADDRESSES": True}
+    client.get(
+        pixel_path(tokens.sign_open(delivery.token)),
+        REMOTE_ADDR="203.0.113.9",
+        HTTP_USER_AGENT=BROWSER_UA,
+    )
+    assert delivery.events.get(kind="opened").ip_address == "203.0.113.9"
+
+
+def test_client_ip_header_takes_the_last_entry(client, delivery, settings):
+    settings.NOTIFY_TRACKING = {
+        **settings.NOTIFY_TRACKING,
+        "STORE_IP_ADDRESSES": True,
+        "CLIENT_IP_HEADER": "HTTP_X_FORWARDED_FOR",
+    }
+    client.get(
+        pixel_path(tokens.sign_open(delivery.token)),
+        REMOTE_ADDR="10.0.0.2",
+        HTTP_X_FORWARDED_FOR="198.51.100.1, 203.0.113.7",
+        HTTP_USER_AGENT=BROWSER_UA,
+    )
+    assert delivery.events.get(kind="opened").ip_address == "203.0.113.7"
+
+
+def test_a_pixel_of_a_delivery_whose_tracking_is_off_records_nothing(
+    client, task, django_user_model
+):
+    from notify_tracking.models import TrackingPreference
+
+    carol = django_user_model.objects.create_user("carol", "carol@example.com")
+    TrackingPreference.objects.create(user=carol, allow_tracking=False)
+    (delivery,) = queued(task, [carol], html=HTML)
+    mark_sent(delivery)
+    # Such a delivery's email has no pixel; a token made anyway records nothing.
+    assert_is_the_pixel(client.get(pixel_path(tokens.sign_open(delivery.token))))
+    assert not delivery.events.filter(kind="opened").exists()
