@@ -117,6 +117,14 @@ def _time_of_day(value: Any) -> str | None:
     return None
 
 
+def _optional_callable_path(value: Any) -> str | None:
+    return None if value is None else _callable_path(value)
+
+
+def _retention_mode(value: Any) -> str | None:
+    return None if value in ("delete", "anonymise") else 'must be "delete" or "anonymise"'
+
+
 VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CHANNELS": _channels,
     "DEFAULT_CHANNEL": _optional_str,
@@ -130,6 +138,12 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "MAX_REPORT_BYTES": _int_at_least(1024),
     "COUNT_MACHINE_OPENS": _bool,
     "RETENTION_DAYS": _int_at_least(1),
+    "RETENTION_POLICY": _optional_callable_path,
+    "RETENTION_MODE": _retention_mode,
+    "RETENTION_BATCH_SIZE": _int_at_least(1),
+    "ACTIVITY_LOG_PERMISSION": _callable_path,
+    "ACTIVITY_PAGE_SIZE": _int_at_least(1),
+    "ACTIVITY_MAX_PAGE_SIZE": _int_at_least(1),
     "MAX_ATTEMPTS": _int_at_least(1),
     "RETRY_BACKOFF": _int_at_least(0),
     "RETRY_BACKOFF_MAX": _int_at_least(0),

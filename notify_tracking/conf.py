@@ -35,6 +35,18 @@ DEFAULTS: dict[str, Any] = {
     # Whether an open classified as automated makes a delivery "opened".
     "COUNT_MACHINE_OPENS": False,
     "RETENTION_DAYS": 45,
+    # Retention per target or sender (docs/retention.md): dotted path of a callable
+    # returning [(filter on Notification, days), ...]; None: RETENTION_DAYS for all.
+    "RETENTION_POLICY": None,
+    # What the purge does to expired notifications: "delete" or "anonymise".
+    "RETENTION_MODE": "delete",
+    # Rows the purge handles per short transaction.
+    "RETENTION_BATCH_SIZE": 1000,
+    # Who may read the activity log (docs/activity-log.md): callable (user) -> bool.
+    "ACTIVITY_LOG_PERMISSION": "notify_tracking.activity.permissions.staff_only",
+    # Rows per page of the activity log API, and the most a client may ask for.
+    "ACTIVITY_PAGE_SIZE": 50,
+    "ACTIVITY_MAX_PAGE_SIZE": 500,
     # Sending: attempts per delivery, and the exponential backoff between them.
     # Tracking (docs/tracking.md). One email with every recipient visible, instead of
     # one email per recipient: an open by any of them counts for all.

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from celery import shared_task
+from celery.schedules import crontab
 from django.db import DatabaseError
 
 from . import sending
@@ -35,6 +36,16 @@ def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
 def sweep_stuck() -> int:
     """Enqueue again deliveries whose worker died or whose message was lost."""
     return sending.sweep_stuck()
+
+
+@shared_task(name="notify_tracking.purge_expired", ignore_result=True)
+def purge_expired() -> dict:
+    """Delete or anonymise what is past its retention (docs/retention.md), in batches."""
+    from .retention import purge
+
+    report = purge()
+    logger.info("notify_tracking purge: %s", report.summary())
+    return report.as_dict()
 
 
 @shared_task(
@@ -107,6 +118,11 @@ def beat_schedule(sweep_every: float = 60.0) -> dict[str, dict]:
         "notify_tracking.sweep_stuck": {
             "task": "notify_tracking.sweep_stuck",
             "schedule": sweep_every,
+        },
+        # Daily at 03:17 in the Celery timezone, away from the top of the hour.
+        "notify_tracking.purge_expired": {
+            "task": "notify_tracking.purge_expired",
+            "schedule": crontab(hour=3, minute=17),
         },
         "notify_tracking.send_read_digests": {
             "task": "notify_tracking.send_read_digests",

@@ -12,6 +12,7 @@ from importlib.util import find_spec
 from django.urls import path
 
 from . import views
+from .activity.urls import urlpatterns as activity_urlpatterns
 from .tracking.urls import urlpatterns as tracking_urlpatterns
 
 app_name = "notify_tracking"
@@ -27,3 +28,6 @@ if find_spec("rest_framework") is not None:
     from .api.urls import urlpatterns as api_urlpatterns
 
     urlpatterns += api_urlpatterns
+
+# The activity log, its CSV export, the preferences (docs/activity-log.md).
+urlpatterns += activity_urlpatterns
