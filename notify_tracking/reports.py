@@ -9,8 +9,8 @@ is about, and records one event per recipient through
 Matching, first key that finds a delivery wins: the DSN's ``Original-Envelope-Id``
 (the ENVID we sent: the delivery's token), the MDN's ``Original-Message-ID``, the
 ``Message-ID`` of the returned headers. Each recipient block then goes to the
-delivery of the same notification whose address it names, else to the matched one
-(forwarding and aliases change the final address).
+matched delivery or, when one email went to every recipient, to the delivery of the
+same notification whose address it names (see :func:`_delivery_for`).
 
 A bad report never raises: it is ignored, logged, and said in the :class:`Outcome`.
 Only database errors propagate, so that the caller (an MTA, a webhook) retries.
@@ -527,7 +527,11 @@ def record_report(report: Report, outcome: Outcome, *, origin: str) -> Outcome:
         return outcome.ignore("no delivery matches it: not a message this app sent", origin)
     anchor, matched_by = found
     for item in report.recipients:
-        _record_one(report, item, _delivery_for(item, anchor), matched_by, outcome)
+        delivery = _delivery_for(item, anchor)
+        if delivery is None:
+            outcome.ignore(f"{item.recipient} was not sent the message it reports on", origin)
+        else:
+            _record_one(report, item, delivery, matched_by, outcome)
     return outcome
 
 
@@ -545,7 +549,15 @@ def find_delivery(report: Report) -> tuple[Delivery, str] | None:
     return None
 
 
-def _delivery_for(item: RecipientReport, anchor: Delivery) -> Delivery:
+def _delivery_for(item: RecipientReport, anchor: Delivery) -> Delivery | None:
+    """The delivery a recipient block is about, or None when it cannot be about any.
+
+    A block naming another recipient of the notification is theirs only when one
+    email went to all of them (``ONE_EMAIL_PER_NOTIFICATION``); otherwise that
+    recipient never got this message, and the block is forged or confused. An
+    address the notification does not know is a forward or an alias of the matched
+    delivery's recipient.
+    """
     if anchor.recipient.lower() in item.addresses:
         return anchor
     siblings = Delivery.objects.filter(
@@ -554,7 +566,7 @@ def _delivery_for(item: RecipientReport, anchor: Delivery) -> Delivery:
     for address in item.addresses:
         sibling = siblings.filter(recipient__iexact=address).first()
         if sibling is not None:
-            return sibling
+            return sibling if get_setting("ONE_EMAIL_PER_NOTIFICATION") else None
     return anchor
 
 

@@ -102,7 +102,8 @@ def test_a_report_whose_status_part_is_base64_rfc6533(bob):
 # --- several recipients ---------------------------------------------------------------------
 
 
-def test_each_recipient_block_goes_to_its_own_delivery(task):
+def test_each_recipient_block_of_a_shared_email_goes_to_its_own_delivery(task, settings):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "ONE_EMAIL_PER_NOTIFICATION": True}
     deliveries = sent_deliveries(task, ["carol@example.org", "dave@example.org"])
     carol, dave = deliveries["carol@example.org"], deliveries["dave@example.org"]
 
@@ -118,6 +119,20 @@ def test_each_recipient_block_goes_to_its_own_delivery(task):
     assert (carol.status, dave.status) == (st.BOUNCED, st.DELIVERED)
     assert carol.error.startswith("552 5.2.2 Mailbox full (5.2.2 permanent failure: mailbox full)")
     assert dave.error == ""
+
+
+def test_a_block_about_another_recipient_of_a_separate_email_is_ignored(task):
+    # One email per recipient: carol's report cannot speak for dave, who got his own.
+    deliveries = sent_deliveries(task, ["carol@example.org", "dave@example.org"])
+    carol, dave = deliveries["carol@example.org"], deliveries["dave@example.org"]
+
+    outcome = ingest_bytes(raw("dsn-several-recipients.eml"))
+
+    assert outcome.recorded == [
+        f"bounced for carol@example.org (delivery {carol.pk}, matched by envelope id)"
+    ]
+    assert "Dave@Example.org was not sent the message it reports on" in outcome.ignored
+    assert not dave.events.filter(source="dsn").exists()
 
 
 def test_a_recipient_the_notification_does_not_have_goes_to_the_matched_delivery(bob):
