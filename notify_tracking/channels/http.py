@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext as _
 
@@ -135,22 +136,26 @@ class HttpClient:
             ) as response:
                 body, complete = _read_capped(response, deadline)
                 return Answer(response.status_code, response.headers, body, complete)
-        except (requests.Timeout, _TooSlow):
+        except (requests.Timeout, urllib3.exceptions.TimeoutError, _TooSlow):
             reason = _("%(service)s did not answer within %(seconds)s s")
             raise TransientChannelError(
                 reason % {"service": self.service, "seconds": self.timeout}
             ) from None
-        except requests.RequestException as error:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
             raise TransientChannelError(_network_reason(self.service, error)) from None
 
 
 def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
-    """At most MAX_ANSWER_BYTES of the body, and whether that is all of it."""
+    """At most MAX_ANSWER_BYTES of the body, and whether that is all of it.
+
+    Reads what each network read brings (``read1``), so that a server sending a
+    byte now and then cannot keep the worker past ``deadline``.
+    """
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
         return b"", False
     chunks, size = [], 0
-    for chunk in response.iter_content(_CHUNK):
+    while chunk := response.raw.read1(_CHUNK, decode_content=True):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             return b"".join(chunks), False
@@ -160,12 +165,14 @@ def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, b
     return b"".join(chunks), True
 
 
-def _network_reason(service: str, error: requests.RequestException) -> str:
+def _network_reason(service: str, error: Exception) -> str:
     """Why the exchange failed, in words that never include the URL."""
     text = repr(error)  # read, never shown: it contains the URL
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         what = _("the server closed the connection without answering")
-    elif isinstance(error, requests.exceptions.ChunkedEncodingError):
+    elif isinstance(
+        error, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)
+    ):
         what = _("the connection broke while the answer was arriving")
     elif isinstance(error, requests.ConnectionError):
         what = _("could not connect")
