@@ -94,6 +94,8 @@ _STATUS_DETAIL = {
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BLANK_LINE = re.compile(r"\r?\n[ \t]*\r?\n")
 _ENCODED = ("base64", "quoted-printable")
+#: A DSN field group with one of these is about a recipient, not the whole message.
+_RECIPIENT_FIELDS = ("Action", "Final-Recipient", "Original-Recipient")
 
 
 class ReportIgnored(Exception):
@@ -165,7 +167,8 @@ def ingest_bytes(raw: bytes, *, origin: str = "a report") -> Outcome:
     except ReportIgnored as why:
         return outcome.ignore(str(why), origin)
     except Exception as error:  # the email package on hostile input: stop here
-        return outcome.ignore(f"unreadable message ({type(error).__name__}: {error})", origin)
+        why = f"{type(error).__name__}: {error}"[:200]
+        return outcome.ignore(f"unreadable message ({why})", origin)
     return record_report(report, outcome, origin=origin)
 
 
@@ -226,8 +229,8 @@ def parse_report(message: Message) -> Report:
 
 def _parse_dsn(message: Message, part: Message) -> Report:
     blocks = _field_blocks(part)
-    per_recipient = [b for b in blocks if _field(b, "Action") or _field(b, "Final-Recipient")]
-    per_message = next((b for b in blocks if b not in per_recipient), Message())
+    per_recipient = [b for b in blocks if any(_field(b, name) for name in _RECIPIENT_FIELDS)]
+    per_message = next((b for b in blocks if all(b is not r for r in per_recipient)), Message())
     shared = {
         "reporting_mta": _field(per_message, "Reporting-MTA"),
         "arrival_date": _iso(_date(_field(per_message, "Arrival-Date"))),
