@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import gzip
 import socket
 import threading
 import time
@@ -127,3 +128,14 @@ def test_nested_batches_share_one_session_per_thread(httpserver):
     assert client.post(HttpRequest(httpserver.url_for("/ok"), b"")).body == b"fine"
     client.close()
     assert client._local.session is None
+
+
+def test_a_compressed_answer_is_not_inflated():
+    """We ask for no compression; a server that compresses anyway is not decompressed,
+    so a small gzip "bomb" stays small."""
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))  # 50 MiB of zeros, ~50 KiB compressed
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb)
+    with raw_server(head, bomb, 1) as url:
+        answer = post(url)
+    assert (answer.complete, len(answer.body)) == (True, len(bomb))
+    assert answer.json() is None

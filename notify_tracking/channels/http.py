@@ -129,7 +129,7 @@ class HttpClient:
             with session.post(
                 request.url,
                 data=request.body,
-                headers=request.headers,
+                headers={"Accept-Encoding": "identity", **request.headers},
                 timeout=self.timeout,
                 stream=True,
                 allow_redirects=False,
@@ -149,13 +149,15 @@ def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, b
     """At most MAX_ANSWER_BYTES of the body, and whether that is all of it.
 
     Reads what each network read brings (``read1``), so that a server sending a
-    byte now and then cannot keep the worker past ``deadline``.
+    byte now and then cannot keep the worker past ``deadline``. The body is not
+    decompressed (we ask for none), so a small compressed answer cannot grow.
     """
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
         return b"", False
+    read = getattr(response.raw, "read1", None) or response.raw.read  # urllib3 < 2.1
     chunks, size = [], 0
-    while chunk := response.raw.read1(_CHUNK, decode_content=True):
+    while chunk := read(_CHUNK, decode_content=False):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             return b"".join(chunks), False
