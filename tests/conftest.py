@@ -3,6 +3,15 @@ import pytest
 from tests.celery_app import app as celery_app  # noqa: F401  (shared_task binds to it)
 
 
+def pytest_sessionstart(session):
+    """A run told to use PostgreSQL or a broker fails at once when it cannot reach it."""
+    from tests.integration.services import unreachable_services
+
+    problems = unreachable_services()
+    if problems:
+        pytest.exit("configured test services are unreachable:\n" + "\n".join(problems), 3)
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw")

@@ -1,0 +1,67 @@
+"""Reachability of the services a test run was told to use.
+
+When NOTIFY_TRACKING_TEST_DATABASE_URL or NOTIFY_TRACKING_TEST_BROKER_URL is set, the
+run must use that service: if it cannot be reached the run fails at once (see
+``pytest_sessionstart`` in tests/conftest.py) instead of skipping or timing out.
+Imports no Django model: it runs before Django is set up.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+DATABASE_URL_VAR = "NOTIFY_TRACKING_TEST_DATABASE_URL"
+BROKER_URL_VAR = "NOTIFY_TRACKING_TEST_BROKER_URL"
+CONNECT_TIMEOUT = 5
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def database_problem(url: str) -> str | None:
+    from tests.settings import database_from_url
+
+    try:
+        import psycopg
+
+        config = database_from_url(url)
+        psycopg.connect(
+            dbname=config["NAME"],
+            user=config["USER"] or None,
+            password=config["PASSWORD"] or None,
+            host=config["HOST"] or None,
+            port=config["PORT"] or None,
+            connect_timeout=CONNECT_TIMEOUT,
+        ).close()
+    except Exception as error:
+        return f"{DATABASE_URL_VAR}={redacted(url)} is unreachable: {error}"
+    return None
+
+
+def broker_problem(url: str) -> str | None:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=CONNECT_TIMEOUT) as connection:
+            connection.ensure_connection(max_retries=2, interval_start=0.5, timeout=CONNECT_TIMEOUT)
+    except Exception as error:
+        return f"{BROKER_URL_VAR}={redacted(url)} is unreachable: {error}"
+    return None
+
+
+def unreachable_services() -> list[str]:
+    """One line per configured service that cannot be reached."""
+    problems = []
+    if os.environ.get(DATABASE_URL_VAR):
+        problems.append(database_problem(os.environ[DATABASE_URL_VAR]))
+    if os.environ.get(BROKER_URL_VAR):
+        problems.append(broker_problem(os.environ[BROKER_URL_VAR]))
+    return [problem for problem in problems if problem]
