@@ -134,7 +134,7 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
         return _not_found()
     try:
         file = attachment.file.open("rb")
-    except OSError:
+    except (OSError, ValueError):  # missing from storage, or no file at all
         logger.exception("notify_tracking: attachment %s has no readable file", attachment.pk)
         return _not_found()
     _record_safely("download", recording.record_download, request, parsed, attachment, occurred_at)
