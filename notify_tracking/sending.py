@@ -38,13 +38,19 @@ EARLY_ARRIVAL = dt.timedelta(seconds=5)
 
 
 def claim(delivery_ids: Iterable[int]) -> list[Delivery]:
-    """Take the sendable, unclaimed deliveries among ``delivery_ids`` for this worker."""
+    """Take the sendable, unclaimed deliveries among ``delivery_ids`` for this worker.
+
+    Sendable: ``queued``, or ``deferred`` by our own send attempt. A delivery that was
+    handed off once (``sent_at`` set) and is ``deferred`` because the provider or the
+    recipient's server reported a delay is the provider's to retry, never ours.
+    """
     now = timezone.now()
     token = uuid.uuid4()
     claimed = (
         Delivery.objects.filter(
             pk__in=list(delivery_ids),
             status__in=st.SENDABLE,
+            sent_at__isnull=True,
             next_attempt_at__lte=now + EARLY_ARRIVAL,
         )
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
@@ -173,7 +179,9 @@ def sweep_stuck(limit: int = 10_000) -> int:
     now = timezone.now()
     cutoff = now - dt.timedelta(seconds=get_setting("STUCK_AFTER"))
     stuck = list(
-        Delivery.objects.filter(status__in=st.SENDABLE, next_attempt_at__lt=cutoff)
+        Delivery.objects.filter(
+            status__in=st.SENDABLE, sent_at__isnull=True, next_attempt_at__lt=cutoff
+        )
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .order_by("next_attempt_at")
         .values_list("pk", "channel")[:limit]

@@ -346,7 +346,7 @@ def record_event(
 
     with transaction.atomic():
         locked = Delivery.objects.select_for_update().get(pk=pk)
-        if _tracking_refused(locked, kind):
+        if _tracking_refused(locked, kind, source):
             return None
         if provider_event_id and locked.events.filter(provider_event_id=provider_event_id).exists():
             return None
@@ -390,7 +390,14 @@ def record_event(
     return event
 
 
-def _tracking_refused(delivery: Delivery, kind: str) -> bool:
+def _tracking_refused(delivery: Delivery, kind: str, source: str) -> bool:
+    """Whether this open or click must not be recorded: tracking is off for the delivery.
+
+    A read receipt (MDN) the notification asked for is the recipient's own, deliberate
+    answer, not tracking: it is recorded even then.
+    """
+    if source == EventSource.MDN and delivery.notification.request_read_receipt:
+        return False
     if kind == st.OPENED:
         return not delivery.track_opens
     if kind in (st.CLICKED, st.DOWNLOAD):

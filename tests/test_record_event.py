@@ -202,3 +202,16 @@ def test_now_is_the_default_time(delivery):
     before = timezone.now()
     event = record_event(delivery, "sent", source="channel")
     assert before <= event.occurred_at <= timezone.now()
+
+
+def test_a_requested_read_receipt_is_recorded_even_when_tracking_is_off(task):
+    untracked = notify(
+        task, ["b@example.com"], text="T", track_opens=False, request_read_receipt=True
+    )
+    delivery = untracked.deliveries.get()
+    assert record_event(delivery, "opened", source="pixel") is None
+    assert record_event(delivery, "opened", source="mdn") is not None
+    assert Delivery.objects.get(pk=delivery.pk).status == "opened"
+
+    unrequested = notify(task, ["c@example.com"], text="T", track_opens=False).deliveries.get()
+    assert record_event(unrequested, "opened", source="mdn") is None

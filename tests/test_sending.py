@@ -266,3 +266,24 @@ def test_sweep_enqueues_only_overdue_unclaimed_deliveries(task, django_capture_o
         "held@example.com": "queued",
     }
     assert DeliveryEvent.objects.filter(delivery=fresh).count() == 0
+
+
+def test_a_delay_reported_after_hand_off_is_never_resent(task, django_capture_on_commit_callbacks):
+    """A provider's or DSN's 'deferred' after sending is the provider's to retry, not ours."""
+    from notify_tracking import record_event
+
+    delivery = send_now(
+        task, ["bob@example.com"], django_capture_on_commit_callbacks
+    ).deliveries.get()
+    record_event(delivery, "deferred", source="dsn", error="4.4.1 no answer from host")
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - dt.timedelta(days=1)
+    )
+    assert Delivery.objects.get(pk=delivery.pk).status == "deferred"
+
+    assert sending.send_deliveries([delivery.pk]) == {}
+    with override_settings(NOTIFY_TRACKING={"STUCK_AFTER": 1}):
+        assert sending.sweep_stuck() == 0
+    from django.core import mail
+
+    assert len(mail.outbox) == 1
