@@ -169,7 +169,7 @@ def test_a_page_of_badges_costs_the_same_queries(count, viewer, django_assert_nu
         html = render(MANY, viewer, comments=comments)
 
     assert html.count("data-nt-badge") == count
-    assert html.count("status: Read by 1 of 2\"") == len(range(0, count, 3))
+    assert html.count('status: Read by 1 of 2"') == len(range(0, count, 3))
 
 
 def test_fragment_view_is_the_badge_and_checks_permission(client, task, viewer, django_user_model):
