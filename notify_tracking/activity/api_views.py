@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils.cache import patch_cache_control
 from django.utils.dateparse import parse_datetime
@@ -150,6 +151,13 @@ class PreferenceView(PrivateMixin, RetrieveUpdateAPIView):
     permission_classes = [IsAuthenticated]
 
     def get_object(self) -> TrackingPreference:
-        if self.request.method in ("PUT", "PATCH"):
-            return TrackingPreference.objects.get_or_create(user=self.request.user)[0]
         return current_preference(self.request.user)
+
+    def perform_update(self, serializer: TrackingPreferenceSerializer) -> None:
+        """Save; a row created meanwhile by a concurrent first save is updated instead."""
+        try:
+            with transaction.atomic():
+                serializer.save()
+        except IntegrityError:
+            serializer.instance = TrackingPreference.objects.get(user=self.request.user)
+            serializer.save()

@@ -1,0 +1,118 @@
+"""``manage.py notify_tracking_status <address>``: recent deliveries with their timelines."""
+
+from __future__ import annotations
+
+import datetime as dt
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from notify_tracking import status as st
+from notify_tracking.models import Delivery
+from tests.activity_support import make_notification, record
+
+pytestmark = pytest.mark.django_db
+START = timezone.make_aware(dt.datetime(2025, 3, 4, 9, 0, 0))
+
+
+def status_of(*args) -> str:
+    out = StringIO()
+    call_command("notify_tracking_status", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_nothing_found_says_the_app_never_accepted_a_message(task):
+    make_notification(task, ["someone@example.com"])
+    output = status_of("nobody@example.com")
+    assert output == (
+        "No delivery to nobody@example.com found: the app never accepted a message for this "
+        "address (or it is older than the retention period, 45 days by default).\n"
+    )
+
+
+def test_a_delivery_with_its_timeline(task, user):
+    notification = make_notification(
+        task, ["carol@example.com"], subject="Fix the login page", sender=user
+    )
+    delivery = notification.deliveries.get()
+    Delivery.objects.filter(pk=delivery.pk).update(created_at=START)
+    record(delivery, st.SENT, at=START + dt.timedelta(seconds=2))
+    record(
+        delivery,
+        st.DEFERRED,
+        at=START + dt.timedelta(minutes=1),
+        source="esp",
+        error="421 4.7.0 try again later",
+    )
+    record(delivery, st.DELIVERED, at=START + dt.timedelta(minutes=5), source="esp")
+    record(
+        delivery,
+        st.OPENED,
+        at=START + dt.timedelta(minutes=5, seconds=3),
+        source="pixel",
+        is_machine=True,
+    )
+
+    assert status_of("carol@example.com").splitlines() == [
+        "Deliveries to carol@example.com, newest first (1 shown):",
+        "",
+        f"#{delivery.pk}  2025-03-04 09:00:00 UTC  email  Delivered (delivered)",
+        "  to: carol@example.com",
+        "  subject: Fix the login page",
+        f"  target: testapp.task:{task.pk}  sender: alice",
+        "  2025-03-04 09:00:00 UTC  queued        accepted by the app",
+        "  2025-03-04 09:00:02 UTC  sent          via Send result",
+        "  2025-03-04 09:01:00 UTC  deferred      via Email provider"
+        "  reason: 421 4.7.0 try again later",
+        "  2025-03-04 09:05:00 UTC  delivered     via Email provider",
+        "  2025-03-04 09:05:03 UTC  opened        via Tracking pixel  [automated]",
+    ]
+
+
+def test_a_failure_shows_its_error(task):
+    delivery = make_notification(task, ["gone@example.com"]).deliveries.get()
+    record(delivery, st.SENT, st.BOUNCED, source="dsn", error="550 5.1.1 user unknown")
+    output = status_of("gone@example.com")
+    assert "  error: 550 5.1.1 user unknown\n" in output
+    assert "bounced       via Delivery report  reason: 550 5.1.1 user unknown" in output
+
+
+def test_newest_first_and_limited(task):
+    for age in (3, 1, 2):
+        notification = make_notification(task, ["dan@example.com"], subject=f"{age} days ago")
+        Delivery.objects.filter(notification=notification).update(
+            created_at=timezone.now() - dt.timedelta(days=age)
+        )
+    output = status_of("dan@example.com", "--limit", "2")
+    assert output.startswith("Deliveries to dan@example.com, newest first (2 shown):")
+    subjects = [line for line in output.splitlines() if line.startswith("  subject:")]
+    assert subjects == ["  subject: 1 days ago", "  subject: 2 days ago"]
+
+
+def test_only_that_address(task):
+    make_notification(
+        task, ["erin@example.com", "erin@example.com.other.test", "xerin@example.com"]
+    )
+    output = status_of("erin@example.com")
+    assert "(1 shown)" in output
+    assert "to: erin@example.com\n" in output
+
+
+def test_the_address_is_matched_in_lower_case_too(task):
+    make_notification(task, ["frank@example.com"])
+    assert "(1 shown)" in status_of("Frank@Example.com")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("a@example.com", "--limit", "0"), "--limit must be from 1 to 1000"),
+        (("a@example.com", "--limit", "5000"), "--limit must be from 1 to 1000"),
+        (("a\x00@example.com",), "address: must not contain control characters"),
+    ],
+)
+def test_bad_arguments_fail_clearly(args, message):
+    with pytest.raises(CommandError, match=message):
+        status_of(*args)
