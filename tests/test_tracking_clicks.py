@@ -135,3 +135,13 @@ def test_clicks_of_a_delivery_whose_clicks_are_not_tracked_are_not_recorded(clie
     )
     assert response["Location"] == TARGET
     assert not delivery.events.filter(kind="clicked").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/a\r\nSet-Cookie: x=1", "https://example.com/\x00", "ftp://x/"]
+)
+def test_a_signed_url_unfit_for_a_location_header_is_a_404_not_a_500(client, delivery, url):
+    response = client.get(click_path(tokens.sign_click(delivery.token, url)))
+    assert response.status_code == 404
+    assert "Location" not in response
+    assert "Set-Cookie" not in response

@@ -162,3 +162,9 @@ def test_opens_trackable_says_yes_for_an_html_email(task):
     (delivery,) = queued(task, ["bob@example.com"], html=HTML)
     assert policy.opens_trackable(delivery) is True
     assert policy.clicks_trackable(delivery) is True
+
+
+def test_a_link_broken_over_lines_is_signed_as_a_browser_reads_it():
+    html = '<a href="  https://example.com/tasks/\n1?tab=\r\nall\t ">task</a>'
+    (url,) = click_urls(links_only(html))
+    assert tokens.read_click(path(url).split("/")[3]).url == "https://example.com/tasks/1?tab=all"

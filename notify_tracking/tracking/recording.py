@@ -25,7 +25,7 @@ from ..models import Delivery, DeliveryEvent, EventSource, Notification
 from ..service import record_event
 from . import classify
 from .markup import scan
-from .rewrite import is_trackable_link
+from .rewrite import browser_url, is_trackable_link
 from .tokens import ClickToken, DownloadToken, OpenToken
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _link_burst(
         return None  # no other link clicked within the window: no burst
     html = Notification.objects.filter(pk=target["notification_id"]).values_list("html", flat=True)
     links = {
-        link.href.strip() for link in scan(html.first() or "").links if is_trackable_link(link)
+        browser_url(link.href) for link in scan(html.first() or "").links if is_trackable_link(link)
     }
     if len(links) >= 2 and links <= clicked | {url}:
         return classify.machine("link_burst", links=len(links))

@@ -16,6 +16,7 @@ as they are; download links are appended to the text part in any case.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ PIXEL_HTML = (
     ' style="width:1px;height:1px;border:0;margin:0;padding:0;" />'
 )
 TRACKING_URL_NAMES = ("open", "click", "download")
+_TAB_OR_NEWLINE = re.compile(r"[\t\n\r]")
+_CONTROL_ENDS = re.compile(r"^[\x00-\x20]+|[\x00-\x20]+$")
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def rewrite_html(
     replacements = []
     if links:
         for link in document.links:
-            url = link.href.strip()
+            url = browser_url(link.href)
             if url in skip or not is_trackable_link(link):
                 continue
             token = tokens.sign_click(delivery_token, url, group=group)
@@ -135,6 +138,14 @@ def rewrite_html(
     return replace_spans(html, replacements)
 
 
+def browser_url(href: str) -> str:
+    """The URL a browser follows for ``href``: tabs and line breaks dropped, ends trimmed.
+
+    (The WHATWG URL parser does the same, so the redirect goes where the link went.)
+    """
+    return _CONTROL_ENDS.sub("", _TAB_OR_NEWLINE.sub("", href))
+
+
 def is_trackable_link(link: Link) -> bool:
     """Whether a link is rewritten to a tracked one.
 
@@ -145,7 +156,7 @@ def is_trackable_link(link: Link) -> bool:
     """
     if NO_TRACK_ATTRIBUTE in link.attributes:
         return False
-    url = link.href.strip()
+    url = browser_url(link.href)
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -77,6 +77,15 @@ def _not_found() -> HttpResponse:
     return response
 
 
+def _redirectable(url: str) -> bool:
+    """Whether ``url`` can go in a Location header: http(s), no control characters.
+
+    We only ever sign such URLs; this is the second lock on the door.
+    """
+    scheme = url.split(":", 1)[0].lower()
+    return scheme in TRACKED_SCHEMES and not any(ord(char) < 0x20 or char == "\x7f" for char in url)
+
+
 @transaction.non_atomic_requests
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     """The open pixel: record a GET as an open of its delivery, answer the GIF."""
@@ -104,8 +113,8 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
     except tokens.InvalidToken as error:
         logger.info("notify_tracking: link with an invalid token (%s)", error)
         return _not_found()
-    if parsed.url.split(":", 1)[0].lower() not in TRACKED_SCHEMES:
-        logger.warning("notify_tracking: signed link to a non-http URL refused")
+    if not _redirectable(parsed.url):
+        logger.warning("notify_tracking: a signed link to an unusable URL was refused")
         return _not_found()
     _record_safely("click", recording.record_click, request, parsed, occurred_at)
     response = HttpResponseRedirect(parsed.url)
