@@ -12,8 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# DEMO_ARGS=--smoke: run it headless once and report (see docs/demo.md).
 demo: $(BIN)/.installed
-	$(BIN)/python example_project/run_demo.py
+	$(BIN)/python example_project/run_demo.py $(DEMO_ARGS)
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -62,7 +62,7 @@ def prepare(verbosity: int = 1) -> None:
 def start_worker(env: dict[str, str], var_dir: Path, log: IO | None = None) -> subprocess.Popen:
     """A real Celery worker on the configured broker, with beat for the periodic sweep."""
     command = [
-        sys.executable, "-m", "celery", "-A", "example_project.celery_app",
+        sys.executable, "-m", "celery", "-A", "example_project.celery_app", "--quiet",
         "worker", "--pool=solo", "--loglevel=INFO", "--hostname=demo@%h",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--beat", f"--schedule={var_dir / 'celerybeat-schedule'}",
@@ -142,7 +142,8 @@ def run_demo() -> int:
     prepare()
     children: list[subprocess.Popen] = []
     try:
-        children = [start_worker(env, var_dir), start_server(env, port)]
+        children.append(start_worker(env, var_dir))
+        children.append(start_server(env, port))
         wait_until_up(f"http://127.0.0.1:{port}/accounts/login/", children)
         print_banner(port, var_dir)
         while True:

@@ -19,7 +19,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 
 def stop_on_signal(signum, frame):
-    # SIGTERM or a closed terminal: stop the worker and the server as Ctrl-C does.
+    # Ctrl-C, SIGTERM or a closed terminal: stop the worker and the server. Set for
+    # SIGINT too, which a shell leaves ignored in a program it starts in the background.
     raise KeyboardInterrupt
 
 
@@ -31,8 +32,8 @@ def main(argv=None) -> int:
         help="run headless in a temporary directory, check a comment gets sent, and exit",
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    signal.signal(signal.SIGHUP, stop_on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_on_signal)
 
     if args.smoke:
         from example_project.smoke import run_smoke

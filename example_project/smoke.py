@@ -50,10 +50,8 @@ def run_smoke() -> int:
             open(var_dir / "worker.log", "wb") as worker_log,
             open(var_dir / "server.log", "wb") as server_log,
         ):
-            children = [
-                launcher.start_worker(env, var_dir, worker_log),
-                launcher.start_server(env, port, server_log),
-            ]
+            children.append(launcher.start_worker(env, var_dir, worker_log))
+            children.append(launcher.start_server(env, port, server_log))
             summary = check_comment_reaches_mailboxes(f"http://127.0.0.1:{port}", children)
         print(f"smoke OK: {summary}; {time.monotonic() - started:.1f} s", flush=True)
         return 0

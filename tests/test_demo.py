@@ -1,0 +1,175 @@
+"""The demo (example_project/): its smoke run end to end, its mailbox, its comment view.
+
+The smoke test runs ``example_project/run_demo.py --smoke`` as the user would: its own
+settings, a real Celery worker on the filesystem broker, the real web server. The
+other tests install the demo's apps into the test settings for their duration.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.core.management import call_command
+
+from notify_tracking import notify
+from notify_tracking.models import Delivery, Notification
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_APPS = {"tracker": "example_project.tracker", "demo_mailbox": "example_project.demo_mailbox"}
+MAILBOX_BACKEND = "example_project.demo_mailbox.backend.MailboxBackend"
+
+
+@pytest.mark.worker
+def test_smoke_run_sends_a_posted_comment_to_every_follower():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "example_project" / "run_demo.py"), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.fullmatch(
+        r"smoke OK: comment #\d+ by alice: 3 deliveries sent "
+        r"\(bob@example\.com, carol@example\.com, dana@vendor\.example\), "
+        r"each in the mailbox; [\d.]+ s",
+        result.stdout.strip().splitlines()[-1],
+    ), result.stdout
+
+
+@pytest.fixture
+def demo(transactional_db, settings):
+    """The demo's apps, tables and URLs, for one test."""
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, *DEMO_APPS.values()]
+    # Installing apps keeps the relations each model cached without them (User's
+    # reverse relations to tasks): expire those caches now that the registry is ready.
+    apps.clear_cache()
+    settings.ROOT_URLCONF = "example_project.urls"
+    for label in DEMO_APPS:
+        call_command("migrate", label, verbosity=0)
+    yield
+    for label in DEMO_APPS:
+        call_command("migrate", label, "zero", verbosity=0)
+        # Installing the apps registered their admins; the other tests' admin has none.
+        for model in apps.get_app_config(label).get_models():
+            if admin.site.is_registered(model):
+                admin.site.unregister(model)
+
+
+@pytest.fixture
+def people(django_user_model):
+    def user(username):
+        return django_user_model.objects.create_user(
+            username, f"{username}@example.com", "pw", first_name=username.title()
+        )
+
+    return {name: user(name) for name in ("alice", "bob", "carol", "dave")}
+
+
+@pytest.fixture
+def task(demo, people):
+    from example_project.tracker.models import Contact, Task
+
+    task = Task.objects.create(title="Fix the login page", assignee=people["bob"])
+    task.watchers.set([people["alice"], people["carol"]])
+    task.contacts.add(Contact.objects.create(name="Dana", email="dana@vendor.example"))
+    return task
+
+
+def test_posting_a_comment_notifies_followers_except_its_author(task, people, client):
+    from example_project.tracker.models import Comment
+
+    client.force_login(people["alice"])
+    response = client.post(f"/tasks/{task.pk}/comments/", {"body": "Reproduced it."})
+
+    comment = Comment.objects.get()
+    assert response.status_code == 302
+    assert response.url == f"/tasks/{task.pk}/#comment-{comment.pk}"
+    assert (comment.author, comment.body) == (people["alice"], "Reproduced it.")
+    notification = Notification.objects.get()
+    assert (notification.target, notification.sender) == (comment, people["alice"])
+    assert "Reproduced it." in notification.text
+    deliveries = {d.recipient: d.user for d in notification.deliveries.all()}
+    assert deliveries == {
+        "bob@example.com": people["bob"],  # assignee
+        "carol@example.com": people["carol"],  # watcher
+        "dana@vendor.example": None,  # external contact
+    }  # not alice, who wrote it; not dave, who does not follow the task
+
+    page = client.get(response.url).content.decode()
+    assert f'<article class="comment" id="comment-{comment.pk}">' in page
+
+
+def test_a_comment_with_nobody_else_following_notifies_nobody(demo, people, client):
+    from example_project.tracker.models import Comment, Task
+
+    task = Task.objects.create(title="Solo", assignee=people["alice"])
+    client.force_login(people["alice"])
+    client.post(f"/tasks/{task.pk}/comments/", {"body": "Note to self."})
+
+    assert Comment.objects.count() == 1
+    assert not Notification.objects.exists()
+
+
+def test_anonymous_users_cannot_post_comments(task, client):
+    from example_project.tracker.models import Comment
+
+    response = client.post(f"/tasks/{task.pk}/comments/", {"body": "Spam"})
+
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/login/")
+    assert not Comment.objects.exists()
+
+
+def test_mailbox_backend_keeps_what_the_email_channel_sends(task, settings, client):
+    from example_project.demo_mailbox.models import MailboxMessage
+
+    settings.EMAIL_BACKEND = MAILBOX_BACKEND
+    notification = notify(
+        task, ["dana@vendor.example"], subject="Hello", text="Plain body", html="<p>Rich</p>"
+    )
+
+    delivery = notification.deliveries.get()
+    assert delivery.status == "sent"  # the eager Celery task sent it through the backend
+    message = MailboxMessage.objects.get()
+    assert message.message_id == delivery.email_message_id
+    assert (message.to, message.subject, message.text) == (
+        "dana@vendor.example",
+        "Hello",
+        "Plain body",
+    )
+    assert "<p>Rich</p>" in message.html
+    assert ["Message-ID", delivery.email_message_id] in message.headers
+    assert message.from_email == settings.DEFAULT_FROM_EMAIL
+
+    listing = client.get("/mailbox/").content.decode()
+    assert f'href="/mailbox/{message.pk}/"' in listing
+    page = client.get(f"/mailbox/{message.pk}/").content.decode()
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in page
+    assert "&lt;p&gt;Rich&lt;/p&gt;" in page  # the HTML body, escaped into srcdoc
+
+
+def test_mailbox_backend_refuses_invalid_domains_with_a_reason(task, settings):
+    settings.EMAIL_BACKEND = MAILBOX_BACKEND
+    notification = notify(task, ["old@vendor.invalid"], subject="Hello", text="Plain body")
+
+    delivery = Delivery.objects.get(notification=notification)
+    assert delivery.status == "rejected"
+    assert "550" in delivery.error
+    assert "no such mailbox" in delivery.error
+
+
+def test_seed_demo_is_idempotent(demo):
+    from example_project.tracker.models import Comment, Task
+
+    call_command("seed_demo", verbosity=0)
+    counts = (Task.objects.count(), Comment.objects.count(), Notification.objects.count())
+    call_command("seed_demo", verbosity=0)
+
+    assert counts == (2, 3, 5)
+    assert (Task.objects.count(), Comment.objects.count(), Notification.objects.count()) == counts
+    assert apps.get_model("auth", "User").objects.get(username="admin").is_superuser
