@@ -20,6 +20,7 @@ from typing import Any
 from django.utils import timezone
 
 from .. import status as st
+from ..tracking import classify as rules
 
 MACHINE_KINDS = (st.OPENED, st.CLICKED)
 BREVO_PROXY_EVENTS = frozenset({"proxy_open", "unique_proxy_open"})
@@ -103,10 +104,6 @@ def reader_ip(event: Any, esp_name: str) -> str | None:
 def _app_rules(
     event: Any, user_agent: str, ip_address: str | None, kind: str
 ) -> tuple[bool, dict[str, Any]]:
-    try:
-        from ..tracking import classify as rules
-    except ImportError:  # an installation without the pixel's rules
-        return False, {}
     hit = rules.Hit(
         action=rules.OPEN if kind == st.OPENED else rules.CLICK,
         method="GET",
