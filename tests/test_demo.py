@@ -1,13 +1,19 @@
 """The demo (example_project/): its smoke run end to end, its mailbox, its comment view.
 
 The smoke test runs ``example_project/run_demo.py --smoke`` as the user would: its own
-settings, a real Celery worker on the filesystem broker, the real web server. The
-other tests install the demo's apps into the test settings for their duration.
+settings, a real Celery worker on the filesystem broker, the real web server; another
+starts the demo itself and stops it as Ctrl-C does. The other tests install the demo's
+apps into the test settings for their duration.
 """
 
+import contextlib
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +45,72 @@ def test_smoke_run_sends_a_posted_comment_to_every_follower():
         r"each in the mailbox; [\d.]+ s",
         result.stdout.strip().splitlines()[-1],
     ), result.stdout
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds child processes in /proc")
+def test_ctrl_c_stops_the_demo_and_its_worker_and_server(tmp_path):
+    env = {**os.environ, "DEMO_VAR_DIR": str(tmp_path), "DEMO_PORT": str(free_port())}
+    for name in ("DEMO_DATABASE_URL", "DEMO_BROKER_URL"):
+        env.pop(name, None)
+    output = tmp_path / "demo.out"
+    with output.open("w") as out:
+        demo = subprocess.Popen(
+            [sys.executable, str(ROOT / "example_project" / "run_demo.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    children = []
+    try:
+        wait_for_text(output, "Press Ctrl-C to stop.", demo)
+        children = child_pids(demo.pid)
+        assert len(children) == 2, output.read_text()  # the worker and the web server
+
+        demo.send_signal(signal.SIGINT)
+
+        assert demo.wait(timeout=60) == 0, output.read_text()
+        assert not [pid for pid in children if is_running(pid)]
+    finally:
+        demo.kill()
+        for pid in filter(is_running, children):  # leaders of their process groups
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def wait_for_text(path: Path, text: str, process: subprocess.Popen, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert process.poll() is None, path.read_text()
+        assert time.monotonic() < deadline, path.read_text()
+        time.sleep(0.2)
+
+
+def child_pids(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture
