@@ -166,6 +166,12 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
 
+    def get_urls(self):
+        """The activity log page (:mod:`notify_tracking.activity.admin_views`) first."""
+        from .activity.admin_views import activity_urls
+
+        return activity_urls(self) + super().get_urls()
+
     def get_search_results(self, request, queryset: QuerySet, search_term: str):
         """An address is matched whole; anything else as the beginning of an address or
         a subject. Never ``LIKE '%term%'``, which reads the whole table."""

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -50,7 +50,7 @@ def activity_page(request: HttpRequest, model_admin: admin.ModelAdmin) -> Templa
     errors: dict[str, str] = {}
     rows: list[Delivery] = []
     try:
-        rows = list(_older_than(search(request.GET, extra=["before"]), request)[: PAGE_SIZE + 1])
+        rows = _rows(request)
     except FilterError as error:
         errors = error.errors
     context = {
@@ -68,17 +68,33 @@ def activity_page(request: HttpRequest, model_admin: admin.ModelAdmin) -> Templa
     )
 
 
-def _older_than(deliveries: QuerySet[Delivery], request: HttpRequest) -> QuerySet[Delivery]:
+def _rows(request: HttpRequest) -> list[Delivery]:
+    """One page of matches and the first row of the next; FilterError names every bad input."""
+    errors: dict[str, str] = {}
+    try:
+        deliveries = search(request.GET, extra=["before"])
+    except FilterError as error:
+        errors.update(error.errors)
+    try:
+        older = _before(request)
+    except FilterError as error:
+        errors.update(error.errors)
+    if errors:
+        raise FilterError(errors)
+    return list(deliveries.filter(older)[: PAGE_SIZE + 1])
+
+
+def _before(request: HttpRequest) -> Q:
     """Rows after the delivery named by ``?before=<id>`` in newest-first order."""
     before = request.GET.get("before", "")
     if not before:
-        return deliveries
+        return Q()
     if not (before.isascii() and before.isdecimal() and len(before) <= 18):
         raise FilterError({"before": _("must be a delivery id")})
     created = Delivery.objects.filter(pk=int(before)).values_list("created_at", flat=True).first()
     if created is None:
         raise FilterError({"before": _("no such delivery")})
-    return deliveries.filter(Q(created_at__lt=created) | Q(created_at=created, pk__lt=before))
+    return Q(created_at__lt=created) | Q(created_at=created, pk__lt=int(before))
 
 
 def _search_params(request: HttpRequest) -> list[tuple[str, str]]:
