@@ -166,6 +166,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
 
+    # Adds an "Activity log" link to the page of notify_tracking.activity.admin_views.
+    change_list_template = "notify_tracking/activity/delivery_change_list.html"
+
     def get_urls(self):
         """The activity log page (:mod:`notify_tracking.activity.admin_views`) first."""
         from .activity.admin_views import activity_urls

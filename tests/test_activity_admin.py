@@ -105,3 +105,8 @@ def test_older_deliveries_are_a_link_away(support_client, task):
 def test_nothing_found_says_so(support_client):
     page = support_client.get(PAGE, {"recipient": "nobody@example.com"}).content.decode()
     assert "the app never accepted a message for it" in page
+
+
+def test_the_deliveries_changelist_links_to_the_page(support_client):
+    page = support_client.get(reverse("admin:notify_tracking_delivery_changelist")).content
+    assert links(page.decode(), "Activity log") == [PAGE]
