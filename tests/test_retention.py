@@ -396,3 +396,23 @@ def test_the_command_anonymises(task):
 def test_the_command_refuses_a_bad_batch_size():
     with pytest.raises(CommandError, match="--batch-size must be at least 1"):
         run_purge("--batch-size", "0")
+
+
+def group_policy():
+    return [({"sender__groups__name__in": ["legal", "hr"]}, 10)]
+
+
+@override_settings(NOTIFY_TRACKING={"RETENTION_POLICY": "tests.test_retention.group_policy"})
+def test_a_rule_across_a_many_to_many_relation_counts_each_notification_once(
+    task, django_user_model
+):
+    from django.contrib.auth.models import Group
+
+    lawyer = django_user_model.objects.create_user("lawyer", "l@example.com", "pw")
+    lawyer.groups.add(Group.objects.create(name="legal"), Group.objects.create(name="hr"))
+    aged(task, "a@example.com", 11 * DAY, sender=lawyer)
+    aged(task, "b@example.com", 11 * DAY)  # no sender: the default 45 days
+    assert purge(now=NOW, dry_run=True).notifications == 1
+    report = purge(now=NOW)
+    assert (report.notifications, report.deliveries) == (1, 1)
+    assert list(Delivery.objects.values_list("recipient", flat=True)) == ["b@example.com"]
