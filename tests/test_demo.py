@@ -197,6 +197,40 @@ def test_anonymous_users_cannot_post_comments(task, client):
     assert not Comment.objects.exists()
 
 
+def test_creating_a_task_notifies_its_followers_except_its_creator(demo, people, client):
+    from example_project.tracker.models import Task
+
+    client.force_login(people["alice"])
+    response = client.post(
+        "/tasks/new/",
+        {
+            "title": "Ship it",
+            "assignee": people["bob"].pk,
+            "watchers": [people["alice"].pk, people["carol"].pk],
+        },
+    )
+
+    task = Task.objects.get()
+    assert response.status_code == 302
+    assert (task.title, task.created_by) == ("Ship it", people["alice"])
+    notification = Notification.objects.get()
+    assert notification.target == task
+    recipients = sorted(notification.deliveries.values_list("recipient", flat=True))
+    assert recipients == ["bob@example.com", "carol@example.com"]
+
+
+def test_assigning_a_task_notifies_the_new_assignee_only(task, people, client):
+    client.force_login(people["carol"])
+    client.post(f"/tasks/{task.pk}/assign/", {"assignee": people["dave"].pk})
+    client.post(f"/tasks/{task.pk}/assign/", {"assignee": people["carol"].pk})  # herself
+
+    task.refresh_from_db()
+    assert task.assignee == people["carol"]
+    notification = Notification.objects.get()
+    assert (notification.target, notification.sender) == (task, people["carol"])
+    assert list(notification.deliveries.values_list("recipient", flat=True)) == ["dave@example.com"]
+
+
 def test_mailbox_backend_keeps_what_the_email_channel_sends(task, settings, client):
     from example_project.demo_mailbox.models import MailboxMessage
 
