@@ -336,3 +336,13 @@ def test_a_retry_is_signed_again_and_carries_the_same_token(
     assert uuid.UUID(second_headers["X-Notify-Delivery"]) == delivery.token
     assert int(second_headers["X-Notify-Timestamp"]) >= int(first_headers["X-Notify-Timestamp"])
     assert (delivery.status, receiver.accepted[0][1]["attempt"]) == ("sent", 2)
+
+
+def test_a_1_mb_text_is_sent_whole(receiver, url, task, django_capture_on_commit_callbacks):
+    text = "é" * (1024 * 1024)
+    with webhook(url):
+        [delivery] = send(
+            django_capture_on_commit_callbacks, task, ["42"], channel="webhook", text=text
+        )
+    assert delivery.status == "sent"
+    assert receiver.accepted[0][1]["text"] == text

@@ -118,7 +118,8 @@ class RateLimiter:
             )
         if delay > 0:
             self.sleep(delay)
-        self.cache.delete(self._hold_key(holder))
+        if any(scope.rate is not None for scope in scopes):
+            self.cache.delete(self._hold_key(holder))
 
     def turn(self, scopes: Sequence[Scope], holder: str) -> float:
         """The time at which ``holder`` may send: the turn it holds, or a new one."""
