@@ -136,7 +136,8 @@ def check_alive(children: list[subprocess.Popen]) -> None:
 
 
 def run_demo() -> int:
-    var_dir = Path(os.environ.get("DEMO_VAR_DIR") or PROJECT_DIR / "var")
+    # Absolute: the children run from the repository root, maybe not our directory.
+    var_dir = Path(os.environ.get("DEMO_VAR_DIR") or PROJECT_DIR / "var").resolve()
     port = int(os.environ.get("DEMO_PORT", "8000"))
     env = configure(var_dir, port)
     prepare()
