@@ -149,3 +149,24 @@ def test_missing_options_fail_the_checks():
     with channels(sms=(BACKEND, {"URL": "https://sms.example.com/messages"})):
         [error] = check_settings()
     assert error.msg.endswith("channel 'sms': OPTIONS['API_KEY'] is required")
+
+
+def test_secrets_are_taken_out_of_reasons_and_details():
+    from notify_tracking.channels.base import Channel
+    from notify_tracking.exceptions import ChannelError
+
+    class Leaky(Channel):
+        def secrets(self):
+            return ["s3cr3t"]
+
+        def build_message(self, delivery):
+            return None
+
+        def send_message(self, message, delivery):
+            raise ChannelError(
+                "refused for key s3cr3t", details={"url": "https://x/s3cr3t", "log": ["s3cr3t"]}
+            )
+
+    result = Leaky(name="leaky").send_one(delivery=None)
+    assert result.error == "refused for key ***"
+    assert result.details == {"url": "https://x/***", "log": ["***"]}

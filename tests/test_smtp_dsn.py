@@ -23,6 +23,7 @@ from django.core.mail.backends.smtp import EmailBackend as DjangoEmailBackend
 from notify_tracking import notify
 from notify_tracking import status as st
 from notify_tracking.backends.smtp import EmailBackend
+from notify_tracking.channels.email import DSN_NOT_OFFERED
 
 DSN_PARAMETERS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
 
@@ -197,6 +198,8 @@ def test_a_server_without_dsn_gets_the_message_without_the_parameters(
     assert f"127.0.0.1:{plain_server.port} does not advertise DSN" in caplog.text
     assert delivery.email_message_id in caplog.text
     assert str(delivery.token) not in caplog.text  # the token is a tracking key: not logged
+    sent_event = delivery.events.get(kind=st.SENT)
+    assert sent_event.details["delivery_report"] == DSN_NOT_OFFERED
 
 
 # --- the backend on its own ---------------------------------------------------------------------

@@ -120,17 +120,33 @@ class Channel:
             )
             return SendResult(st.FAILED, error=self.redact(f"{type(error).__name__}: {error}"))
         if isinstance(sent, SendResult):
-            sent.error = self.redact(sent.error)
-            return sent
+            return self.redacted(sent)
         return SendResult(st.SENT, message_id=sent or "")
 
     def _result_of(self, error: ChannelError) -> SendResult:
-        return SendResult(
-            error.status,
-            error=self.redact(error.reason),
-            retry_after=getattr(error, "retry_after", None),
-            details=error.details,
+        return self.redacted(
+            SendResult(
+                error.status,
+                error=error.reason,
+                retry_after=getattr(error, "retry_after", None),
+                details=error.details,
+            )
         )
+
+    def redacted(self, result: SendResult) -> SendResult:
+        """``result`` with every secret taken out of its reason and details."""
+        result.error = self.redact(result.error)
+        result.details = self._redact_value(result.details)
+        return result
+
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {key: self._redact_value(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._redact_value(item) for item in value]
+        return value
 
     # --- hooks ----------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ ANYMAIL_STATUS = {
     "invalid": "rejected",
     "failed": "failed",
 }
+#: Why a delivery that asked for a delivery report will not get one.
+DSN_NOT_OFFERED = "not requested: the SMTP server does not offer DSN"
 #: Metadata key that lets ESP webhooks name the delivery (anymail backends only).
 METADATA_KEY = "notify_tracking_delivery"
 
@@ -169,6 +171,9 @@ class EmailChannel(Channel):
             return SendResult(outcome, message_id=message_id, error=reason)
         if not count:
             raise ChannelError("the email backend reported that it sent nothing")
+        if getattr(message, "dsn_requested", None) is False:
+            # Set by notify_tracking.backends.smtp when the server does not offer DSN.
+            return SendResult(st.SENT, details={"delivery_report": DSN_NOT_OFFERED})
         return ""
 
     # --- one email per notification (ONE_EMAIL_PER_NOTIFICATION) ----------------------
@@ -214,8 +219,7 @@ class EmailChannel(Channel):
         except ChannelError as error:
             return self._result_of(error)
         if isinstance(sent, SendResult):
-            sent.error = self.redact(sent.error)
-            return sent
+            return self.redacted(sent)
         return SendResult(st.SENT, message_id=sent)
 
     def _all_recipients(self, delivery: Delivery) -> list[Delivery]:
