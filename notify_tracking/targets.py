@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext as _
 
 
 class BadTarget(ValueError):
@@ -32,14 +33,16 @@ def model_of(target_type: str) -> type[models.Model]:
     """The model named ``<app_label>.<model>``; BadTarget when there is none."""
     app_label, dot, model_name = target_type.partition(".")
     if not dot or not app_label or not model_name:
-        raise BadTarget(f"{target_type!r} is not of the form <app_label>.<model>")
+        raise BadTarget(
+            _("%(name)r is not of the form <app_label>.<model>") % {"name": target_type}
+        )
     try:
         content_type = ContentType.objects.get_by_natural_key(app_label, model_name.lower())
     except ContentType.DoesNotExist:
-        raise BadTarget(f"unknown target type {target_type!r}") from None
+        raise BadTarget(_("Unknown target type %(name)r.") % {"name": target_type}) from None
     model = content_type.model_class()
     if model is None:
-        raise BadTarget(f"unknown target type {target_type!r}")
+        raise BadTarget(_("Unknown target type %(name)r.") % {"name": target_type})
     return model
 
 
@@ -47,7 +50,7 @@ def parse_key(key: str) -> tuple[type[models.Model], object]:
     """The model and the (converted) pk of ``<app_label>.<model>:<pk>``."""
     target_type, colon, pk = key.strip().partition(":")
     if not colon or not pk:
-        raise BadTarget(f"{key!r} is not of the form <app_label>.<model>:<pk>")
+        raise BadTarget(_("%(key)r is not of the form <app_label>.<model>:<pk>") % {"key": key})
     return parse_pk(model_of(target_type), pk)
 
 
@@ -56,7 +59,9 @@ def parse_pk(model: type[models.Model], pk: str) -> tuple[type[models.Model], ob
     try:
         value = model._meta.pk.to_python(pk)
     except ValidationError:
-        raise BadTarget(f"{pk!r} is not a valid key of {type_of_model(model)}") from None
+        raise BadTarget(
+            _("%(pk)r is not a valid key of %(type)s.") % {"pk": pk, "type": type_of_model(model)}
+        ) from None
     return model, value
 
 

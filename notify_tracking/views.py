@@ -7,7 +7,7 @@ may not see its status (the ``PERMISSION`` setting), so it never tells which.
 from __future__ import annotations
 
 from django.core import signing
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.utils import translation
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
@@ -25,16 +25,11 @@ def badge_fragment(request: HttpRequest, target_type: str, pk: str) -> HttpRespo
     try:
         found = fetch([parse_pk(model_of(target_type), pk)])
     except BadTarget:
-        raise Http404("no such target") from None
-    if not found:
-        raise Http404("no such target")
-    target = found[0]
-    status = summary(target)
-    if not can_view(request.user, target, status):
-        raise Http404("no such target")
-    response = HttpResponse(render_badge(target, status, request.user))
-    patch_cache_control(response, private=True, no_cache=True)
-    return response
+        found = []
+    status = summary(found[0]) if found else None
+    if not found or not can_view(request.user, found[0], status):
+        return _private(HttpResponseNotFound())
+    return _private(HttpResponse(render_badge(found[0], status, request.user)))
 
 
 @require_safe
@@ -44,11 +39,19 @@ def badge_png(request: HttpRequest, token: str) -> HttpResponse:
         model, pk, language = read_png_token(token)
         found = fetch([(model, pk)])
     except (signing.BadSignature, BadTarget, KeyError, TypeError):
-        raise Http404("invalid badge token") from None
+        found = []
     if not found:
-        raise Http404("no such target")
+        return _private(HttpResponseNotFound())
     with translation.override(language):
         status = summary(found[0])
     response = HttpResponse(render_png(status["state"], status["label"]), content_type="image/png")
-    patch_cache_control(response, private=True, max_age=60)
+    return _private(response, max_age=60)
+
+
+def _private(response: HttpResponse, max_age: int = 0) -> HttpResponse:
+    """Mark a response as meant for one user only: no shared cache may keep it."""
+    if max_age:
+        patch_cache_control(response, private=True, max_age=max_age)
+    else:
+        patch_cache_control(response, private=True, no_cache=True)
     return response

@@ -262,3 +262,41 @@ def test_openapi_schema_describes_both_endpoints():
     assert {"state", "label", "deliveries", "events_truncated"} <= set(status)
     delivery = schema["components"]["schemas"]["DeliveryWithEvents"]["properties"]
     assert {"machine_open_count", "reports_reads", "events", "links", "files"} <= set(delivery)
+
+
+# --- every role on every endpoint -------------------------------------------------------
+
+ROLES = {
+    # role: (sees the status, sees the addresses)
+    "anonymous": (False, False),
+    "stranger": (False, False),
+    "viewer": (True, False),
+    "sender": (True, True),
+    "staff": (True, True),
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_on_every_endpoint(client, notified, people, role):
+    sees, sees_addresses = ROLES[role]
+    if role != "anonymous":
+        client.force_login(people[role])
+    fragment_url = reverse("notify_tracking:status-badge", args=["testapp.task", notified.pk])
+
+    detail = client.get(detail_url(notified))
+    many = client.get(list_url(notified))
+    fragment = client.get(fragment_url)
+
+    for response in (detail, many, fragment):
+        assert "private" in response["Cache-Control"]
+    if role == "anonymous":
+        assert (detail.status_code, many.status_code, fragment.status_code) == (403, 403, 404)
+        return
+    assert detail.status_code == (200 if sees else 404)
+    assert fragment.status_code == (200 if sees else 404)
+    assert many.status_code == 200
+    assert len(many.json()["results"]) == (1 if sees else 0)
+    if sees:
+        for body in (detail.content.decode(), many.content.decode(), fragment.content.decode()):
+            assert ("user1@example.com" in body) is sees_addresses
+            assert ("u***@example.com" in body) is not sees_addresses
