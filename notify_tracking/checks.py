@@ -137,6 +137,13 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "REQUEST_READ_RECEIPT": _bool,
     "MAX_REPORT_BYTES": _int_at_least(1024),
     "COUNT_MACHINE_OPENS": _bool,
+    "ONE_EMAIL_PER_NOTIFICATION": _bool,
+    "TRACK_DOWNLOADS": _bool,
+    "STORE_IP_ADDRESSES": _bool,
+    "CLIENT_IP_HEADER": _optional_str,
+    "APPLE_PROXY_NETWORKS": _networks,
+    "SCANNER_WINDOW_SECONDS": _positive_number,
+    "SCANNER_USER_AGENTS": _optional_str_list,
     "RETENTION_DAYS": _int_at_least(1),
     "RETENTION_POLICY": _optional_callable_path,
     "RETENTION_MODE": _retention_mode,
@@ -165,13 +172,6 @@ def _error(key: str, message: str, number: int) -> Error:
 
 @register(Tags.compatibility)
 def check_settings(app_configs=None, **kwargs) -> list[Error]:
-    "ONE_EMAIL_PER_NOTIFICATION": _bool,
-    "TRACK_DOWNLOADS": _bool,
-    "STORE_IP_ADDRESSES": _bool,
-    "CLIENT_IP_HEADER": _optional_str,
-    "APPLE_PROXY_NETWORKS": _networks,
-    "SCANNER_WINDOW_SECONDS": _positive_number,
-    "SCANNER_USER_AGENTS": _optional_str_list,
     from django.conf import settings
 
     user = getattr(settings, "NOTIFY_TRACKING", {})
