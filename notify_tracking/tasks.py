@@ -113,7 +113,11 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
 
 
 def beat_schedule(sweep_every: float = 60.0) -> dict[str, dict]:
-    """Entries for ``CELERY_BEAT_SCHEDULE`` (or ``app.conf.beat_schedule``)."""
+    """The app's periodic tasks, for ``app.conf.beat_schedule``.
+
+    Call it once Django is set up (e.g. in your Celery app's ``on_after_finalize``
+    handler, see docs/installation.md), not in settings.py: it reads NOTIFY_TRACKING.
+    """
     return {
         "notify_tracking.sweep_stuck": {
             "task": "notify_tracking.sweep_stuck",
