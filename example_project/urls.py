@@ -6,5 +6,7 @@ urlpatterns = [
     path("mailbox/", include("example_project.demo_mailbox.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("notify/", include("notify_tracking.urls")),
+    # Email providers post their tracking webhooks here (see docs/esp-webhooks.md).
+    path("anymail/", include("anymail.urls")),
     path("admin/", admin.site.urls),
 ]

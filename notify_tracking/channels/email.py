@@ -164,7 +164,7 @@ class EmailChannel(Channel):
         if status is not None and status.recipients:
             recipient = _recipient_status(status.recipients, delivery.recipient)
             outcome = ANYMAIL_STATUS.get(recipient.status or "unknown", "sent")
-            message_id = str(recipient.message_id or "")
+            message_id = "" if recipient.message_id is None else str(recipient.message_id)
             if outcome == "sent":
                 return message_id
             reason = f"the email provider answered {recipient.status!r}"
