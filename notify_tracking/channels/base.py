@@ -95,6 +95,7 @@ class Channel:
 
     def send(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
         """Send each delivery; yield it with its result as soon as it is known."""
+        deliveries = list(deliveries)
         try:
             self.open()
         except ChannelError as error:
@@ -103,10 +104,18 @@ class Channel:
                 yield delivery, result
             return
         try:
-            for delivery in deliveries:
-                yield delivery, self.send_one(delivery)
+            yield from self.send_batch(deliveries)
         finally:
             self.close()
+
+    def send_batch(self, deliveries: list[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+        """Send deliveries over the opened connection, one result per delivery.
+
+        One message per delivery by default; a channel that groups recipients into one
+        message overrides this (and still yields one result per delivery).
+        """
+        for delivery in deliveries:
+            yield delivery, self.send_one(delivery)
 
     def send_one(self, delivery: Delivery) -> SendResult:
         try:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 import smtplib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from email.utils import formataddr, make_msgid
 from typing import TYPE_CHECKING, Any
 
@@ -88,15 +88,6 @@ class EmailChannel(Channel):
             # Closing a broken connection: nothing is left to save.
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 connection.close()
-
-    def send(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
-        """One email per delivery; with ``ONE_EMAIL_PER_NOTIFICATION``, one per notification.
-
-        Either way, one result per delivery, as the base class promises.
-        """
-        if not get_setting("ONE_EMAIL_PER_NOTIFICATION"):
-            return super().send(deliveries)
-        return self._send_shared(list(deliveries))
 
     def build_message(
         self, delivery: Delivery, group: Sequence[Delivery] | None = None
@@ -178,22 +169,19 @@ class EmailChannel(Channel):
 
     # --- one email per notification (ONE_EMAIL_PER_NOTIFICATION) ----------------------
 
-    def _send_shared(self, deliveries: list[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+    def send_batch(self, deliveries: list[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+        """One email per delivery; with ``ONE_EMAIL_PER_NOTIFICATION``, one per notification.
+
+        Either way, one result per delivery, as the base class promises.
+        """
+        if not get_setting("ONE_EMAIL_PER_NOTIFICATION"):
+            yield from super().send_batch(deliveries)
+            return
         groups: dict[int, list[Delivery]] = {}
         for delivery in deliveries:
             groups.setdefault(delivery.notification_id, []).append(delivery)
-        try:
-            self.open()
-        except ChannelError as error:
-            result = self._result_of(error)
-            for delivery in deliveries:
-                yield delivery, result
-            return
-        try:
-            for group in groups.values():
-                yield from self._send_group(group)
-        finally:
-            self.close()
+        for group in groups.values():
+            yield from self._send_group(group)
 
     def _send_group(self, group: list[Delivery]) -> list[tuple[Delivery, SendResult]]:
         try:
