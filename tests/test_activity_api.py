@@ -264,3 +264,19 @@ def test_bad_input_is_a_400_naming_the_parameter(staff_client, params, name):
     else:
         assert response.status_code == 400
         assert list(response.json()) == [name]
+
+
+def test_the_openapi_schema_describes_the_log_and_its_filters():
+    from drf_spectacular.drainage import GENERATOR_STATS
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.validation import validate_schema
+
+    GENERATOR_STATS.reset()
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    assert not GENERATOR_STATS  # no warning nor error
+    log = schema["paths"]["/notify/api/activity/deliveries/"]["get"]
+    names = {parameter["name"] for parameter in log["parameters"]}
+    assert names >= {"recipient", "recipient_prefix", "target", "since", "cursor", "page_size"}
+    assert "/notify/api/activity/deliveries/{id}/events/" in schema["paths"]
+    assert set(schema["paths"]["/notify/api/preferences/"]) >= {"get", "put", "patch"}

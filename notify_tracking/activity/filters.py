@@ -207,7 +207,7 @@ def _target(value: str) -> dict[str, Any]:
     except BadTarget as error:
         raise ValueError(
             _("%(problem)s; expected <app_label>.<model>:<pk>, e.g. tracker.task:42")
-            % {"problem": error}
+            % {"problem": str(error).rstrip(".")}
         ) from None
     content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
     return {"target": (content_type.pk, str(pk))}

@@ -8,11 +8,14 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from ..models import Delivery, DeliveryEvent, TrackingPreference
+from ..status import EVENT_KINDS, STATUSES
 
 
 class DeliveryLogSerializer(serializers.ModelSerializer):
     """One delivery with its notification's subject, target and sender."""
 
+    # The same field as the status API's, so that the OpenAPI schema has one status enum.
+    status = serializers.ChoiceField(choices=STATUSES, read_only=True)
     status_label = serializers.CharField(read_only=True)
     subject = serializers.CharField(source="notification.subject", read_only=True)
     notification = serializers.IntegerField(source="notification_id", read_only=True)
@@ -67,6 +70,7 @@ class DeliveryLogSerializer(serializers.ModelSerializer):
 class DeliveryEventSerializer(serializers.ModelSerializer):
     """One event of a delivery's timeline; ``reason`` is why it failed or was delayed."""
 
+    kind = serializers.ChoiceField(choices=EVENT_KINDS, read_only=True)
     kind_label = serializers.CharField(source="get_kind_display", read_only=True)
     source_label = serializers.CharField(source="get_source_display", read_only=True)
     reason = serializers.SerializerMethodField()
