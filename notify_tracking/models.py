@@ -168,6 +168,13 @@ class Delivery(models.Model):
         verbose_name_plural = _("deliveries")
         indexes = [
             models.Index(fields=["recipient", "-created_at"], name="nt_deliv_recipient"),
+            # Prefix search (recipient LIKE 'x%'): PostgreSQL uses an ordinary index for
+            # that only under the "C" collation; other backends ignore opclasses.
+            models.Index(
+                fields=["recipient"],
+                name="nt_deliv_recipient_prefix",
+                opclasses=["varchar_pattern_ops"],
+            ),
             models.Index(fields=["message_id"], name="nt_deliv_message_id"),
             models.Index(fields=["email_message_id"], name="nt_deliv_email_msgid"),
             models.Index(fields=["-created_at"], name="nt_deliv_created"),

@@ -584,18 +584,22 @@ def _record_one(
         # word in the details, and the order of events right.
         details["reported_at"] = occurred_at.isoformat()
         occurred_at = delivery.sent_at
-    event = record_event(
-        delivery,
-        item.kind,
-        source=report.source,
-        occurred_at=occurred_at,
-        is_machine=item.is_machine,
-        provider_event_id=event_id,
-        user_agent=item.user_agent,
-        error=item.error,
-        details=details,
-    )
     what = f"{item.kind} for {delivery.recipient} (delivery {delivery.pk}, matched by {matched_by})"
+    try:
+        event = record_event(
+            delivery,
+            item.kind,
+            source=report.source,
+            occurred_at=occurred_at,
+            is_machine=item.is_machine,
+            provider_event_id=event_id,
+            user_agent=item.user_agent,
+            error=item.error,
+            details=details,
+        )
+    except Delivery.DoesNotExist:  # purged by retention since it was matched
+        outcome.unchanged.append(f"{what}: not stored, the delivery no longer exists")
+        return
     if event is not None:
         outcome.recorded.append(what)
     elif DeliveryEvent.objects.filter(delivery=delivery, provider_event_id=event_id).exists():

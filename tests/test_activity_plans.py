@@ -51,6 +51,15 @@ def test_recipient_search_reads_the_recipient_index():
     assert "nt_deliv_recipient" in plan(search({"recipient": "user3@example.com"})[:51])
 
 
+def test_recipient_prefix_search_reads_an_index():
+    # On PostgreSQL LIKE 'x%' needs the varchar_pattern_ops index (non-C collations).
+    # SQLite cannot serve Django's LIKE ... ESCAPE from any index: PostgreSQL only.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite answers LIKE ... ESCAPE by scanning; CI runs this on PostgreSQL")
+    query = plan(search({"recipient_prefix": "user3"})[:51])
+    assert "nt_deliv_recipient" in query, query
+
+
 def test_target_search_reads_the_target_index(tasks):
     assert "nt_notif_target" in plan(search({"target": f"testapp.task:{tasks[7].pk}"})[:51])
 

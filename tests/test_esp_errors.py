@@ -217,3 +217,18 @@ def test_the_guard_leaves_failed_authentication_to_anymail(pair, client):
 def test_the_brevo_view_is_reached_with_basic_auth(pair, client):
     bob, _ = pair
     assert post_brevo(client, {"event": "request", "email": bob.recipient}).status_code == 200
+
+
+def test_a_delivery_purged_between_matching_and_recording_is_skipped(task):
+    """Retention may delete a delivery while a batch is being applied: no crash."""
+    from notify_tracking import notify
+    from notify_tracking.esp.apply import QueuedEvent, Target, _record
+
+    delivery = notify(task, ["gone@example.com"], text="T").deliveries.get()
+    target = Target(delivery.pk, str(delivery.token), delivery.recipient, "")
+    delivery.delete()
+    event = QueuedEvent(
+        esp="SendGrid", kind="delivered", occurred_at=dt.datetime.now(dt.timezone.utc),
+        provider_event_id="ev-gone",
+    )  # fmt: skip
+    assert _record(event, target) == "gone"

@@ -6,7 +6,7 @@ import pytest
 
 from notify_tracking import status as st
 from notify_tracking.models import DeliveryEvent
-from notify_tracking.reports import describe_status, ingest_bytes, parse_disposition
+from notify_tracking.reports import describe_status, find_delivery, ingest_bytes, parse_disposition
 from tests.fixtures.reports import raw, sent_deliveries
 
 BOB = "bob@example.net"
@@ -338,3 +338,15 @@ def test_a_report_dated_before_the_send_is_placed_after_it(bob):
     [event] = events_of(bob, "dsn")
     assert event.occurred_at == bob.sent_at
     assert event.details["reported_at"] == "2025-06-02T09:00:00+00:00"
+
+
+def test_a_delivery_purged_after_matching_is_reported_not_raised(bob):
+    """Retention may delete the delivery between matching and recording."""
+    from notify_tracking.reports import Outcome, _record_one, parse_report, read_message
+
+    report = parse_report(read_message(raw("dsn-failed.eml")))
+    delivery, matched_by = find_delivery(report)
+    delivery.delete()
+    outcome = Outcome()
+    _record_one(report, report.recipients[0], delivery, matched_by, outcome)
+    assert outcome.unchanged[-1].endswith("not stored, the delivery no longer exists")

@@ -172,6 +172,12 @@ def _record(event: QueuedEvent, target: Target) -> str:
             error,
         )
         return "malformed"
+    except Delivery.DoesNotExist:
+        # Purged by retention between matching and recording: nothing left to update.
+        logger.info(
+            "notify_tracking: %s event for purged delivery %s ignored", event.esp, target.pk
+        )
+        return "gone"
     return "applied" if stored is not None else "duplicate"
 
 
