@@ -34,20 +34,6 @@ DEFAULTS: dict[str, Any] = {
     "MAX_REPORT_BYTES": 1_048_576,
     # Whether an open classified as automated makes a delivery "opened".
     "COUNT_MACHINE_OPENS": False,
-    "RETENTION_DAYS": 45,
-    # Retention per target or sender (docs/retention.md): dotted path of a callable
-    # returning [(filter on Notification, days), ...]; None: RETENTION_DAYS for all.
-    "RETENTION_POLICY": None,
-    # What the purge does to expired notifications: "delete" or "anonymise".
-    "RETENTION_MODE": "delete",
-    # Rows the purge handles per short transaction.
-    "RETENTION_BATCH_SIZE": 1000,
-    # Who may read the activity log (docs/activity-log.md): callable (user) -> bool.
-    "ACTIVITY_LOG_PERMISSION": "notify_tracking.activity.permissions.staff_only",
-    # Rows per page of the activity log API, and the most a client may ask for.
-    "ACTIVITY_PAGE_SIZE": 50,
-    "ACTIVITY_MAX_PAGE_SIZE": 500,
-    # Sending: attempts per delivery, and the exponential backoff between them.
     # Tracking (docs/tracking.md). One email with every recipient visible, instead of
     # one email per recipient: an open by any of them counts for all.
     "ONE_EMAIL_PER_NOTIFICATION": False,
@@ -66,6 +52,20 @@ DEFAULTS: dict[str, Any] = {
     # User-agent fragments (case-insensitive) of scanners, bots and link previews;
     # None: the list in notify_tracking.tracking.classify.SCANNER_USER_AGENTS.
     "SCANNER_USER_AGENTS": None,
+    "RETENTION_DAYS": 45,
+    # Retention per target or sender (docs/retention.md): dotted path of a callable
+    # returning [(filter on Notification, days), ...]; None: RETENTION_DAYS for all.
+    "RETENTION_POLICY": None,
+    # What the purge does to expired notifications: "delete" or "anonymise".
+    "RETENTION_MODE": "delete",
+    # Rows the purge handles per short transaction.
+    "RETENTION_BATCH_SIZE": 1000,
+    # Who may read the activity log (docs/activity-log.md): callable (user) -> bool.
+    "ACTIVITY_LOG_PERMISSION": "notify_tracking.activity.permissions.staff_only",
+    # Rows per page of the activity log API, and the most a client may ask for.
+    "ACTIVITY_PAGE_SIZE": 50,
+    "ACTIVITY_MAX_PAGE_SIZE": 500,
+    # Sending: attempts per delivery, and the exponential backoff between them.
     "MAX_ATTEMPTS": 5,
     "RETRY_BACKOFF": 30,
     "RETRY_BACKOFF_MAX": 3600,
