@@ -160,3 +160,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"notify_tracking": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# The demo's own translations (the app ships its own in notify_tracking/locale).
+LOCALE_PATHS = [PROJECT_DIR / "locale"]
