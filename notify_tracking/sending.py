@@ -18,8 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import F, Q
@@ -76,9 +77,10 @@ def send_deliveries(delivery_ids: Iterable[int]) -> dict[str, int]:
     """
     deliveries = claim(delivery_ids)
     outcome: dict[str, int] = {}
+    lease = Lease(deliveries[0].claim) if deliveries else None
     try:
         for channel_name, group in _by_channel(deliveries).items():
-            for delivery, result in _send_group(channel_name, group):
+            for delivery, result in _send_group(channel_name, lease.held(group)):
                 final = _record(delivery, result)
                 outcome[final] = outcome.get(final, 0) + 1
     finally:
@@ -89,6 +91,44 @@ def send_deliveries(delivery_ids: Iterable[int]) -> dict[str, int]:
     return outcome
 
 
+class Lease:
+    """This worker's claim on a batch, renewed while the batch is being sent.
+
+    A batch can take longer than ``CLAIM_TIMEOUT`` (a slow server, rate limits). Every
+    third of that time the claim of the deliveries not yet sent is extended; one whose
+    claim expired and was taken by another worker meanwhile is skipped, never sent twice.
+    """
+
+    def __init__(self, token: uuid.UUID):
+        self.token = token
+        self.timeout = get_setting("CLAIM_TIMEOUT")
+        self.renewed_at = time.monotonic()
+
+    def held(self, deliveries: list[Delivery]) -> Iterator[Delivery]:
+        """Yield each delivery just before it is sent, if this worker still holds it."""
+        lost: set[int] = set()
+        for index, delivery in enumerate(deliveries):
+            if time.monotonic() - self.renewed_at > self.timeout / 3:
+                lost |= self._renew([d.pk for d in deliveries[index:]])
+            if delivery.pk in lost:
+                logger.warning(
+                    "notify_tracking: delivery %s was taken over by another worker; not sent here",
+                    delivery.pk,
+                )
+                continue
+            yield delivery
+
+    def _renew(self, pks: list[int]) -> set[int]:
+        """Extend the claim on ``pks``; return those this worker no longer holds."""
+        until = timezone.now() + dt.timedelta(seconds=self.timeout)
+        self.renewed_at = time.monotonic()
+        Delivery.objects.filter(pk__in=pks, claim=self.token).update(claimed_until=until)
+        held = set(
+            Delivery.objects.filter(pk__in=pks, claim=self.token).values_list("pk", flat=True)
+        )
+        return set(pks) - held
+
+
 def _by_channel(deliveries: list[Delivery]) -> dict[str, list[Delivery]]:
     groups: dict[str, list[Delivery]] = {}
     for delivery in deliveries:
@@ -96,7 +136,7 @@ def _by_channel(deliveries: list[Delivery]) -> dict[str, list[Delivery]]:
     return groups
 
 
-def _send_group(channel_name: str, group: list[Delivery]):
+def _send_group(channel_name: str, group: Iterable[Delivery]):
     try:
         channel = get_channel(channel_name)
     except ImproperlyConfigured as error:

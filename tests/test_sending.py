@@ -5,6 +5,7 @@ The Celery tasks run eagerly here; tests/integration/ runs them in a real worker
 
 import datetime as dt
 import socket
+import uuid
 from email import message_from_bytes
 
 import pytest
@@ -287,3 +288,23 @@ def test_a_delay_reported_after_hand_off_is_never_resent(task, django_capture_on
     from django.core import mail
 
     assert len(mail.outbox) == 1
+
+
+@override_settings(NOTIFY_TRACKING={"CLAIM_TIMEOUT": 30})
+def test_a_long_batch_renews_its_claim_and_skips_what_another_worker_took(task):
+    deliveries = list(
+        notify(
+            task, ["a@example.com", "b@example.com", "c@example.com"], text="T"
+        ).deliveries.order_by("pk")
+    )
+    claimed = sending.claim([d.pk for d in deliveries])
+    lease = sending.Lease(claimed[0].claim)
+    # Another worker took the last one after our claim expired.
+    Delivery.objects.filter(pk=deliveries[2].pk).update(claim=uuid.uuid4())
+    first_expiry = Delivery.objects.get(pk=deliveries[1].pk).claimed_until
+
+    lease.renewed_at -= 20  # two thirds of the claim's time have gone by
+    yielded = [d.pk for d in lease.held(claimed)]
+
+    assert yielded == [deliveries[0].pk, deliveries[1].pk]
+    assert Delivery.objects.get(pk=deliveries[1].pk).claimed_until > first_expiry

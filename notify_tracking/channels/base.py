@@ -94,8 +94,11 @@ class Channel:
     # --- sending (template method) ----------------------------------------------------
 
     def send(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
-        """Send each delivery; yield it with its result as soon as it is known."""
-        deliveries = list(deliveries)
+        """Send each delivery; yield it with its result as soon as it is known.
+
+        ``deliveries`` is consumed lazily, one delivery at a time, so the caller can
+        decide at the last moment whether each one may still be sent.
+        """
         try:
             self.open()
         except ChannelError as error:
@@ -108,7 +111,7 @@ class Channel:
         finally:
             self.close()
 
-    def send_batch(self, deliveries: list[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+    def send_batch(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
         """Send deliveries over the opened connection, one result per delivery.
 
         One message per delivery by default; a channel that groups recipients into one

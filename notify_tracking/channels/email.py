@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 import smtplib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from email.utils import formataddr, make_msgid
 from typing import TYPE_CHECKING, Any
 
@@ -169,7 +169,7 @@ class EmailChannel(Channel):
 
     # --- one email per notification (ONE_EMAIL_PER_NOTIFICATION) ----------------------
 
-    def send_batch(self, deliveries: list[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
+    def send_batch(self, deliveries: Iterable[Delivery]) -> Iterator[tuple[Delivery, SendResult]]:
         """One email per delivery; with ``ONE_EMAIL_PER_NOTIFICATION``, one per notification.
 
         Either way, one result per delivery, as the base class promises.

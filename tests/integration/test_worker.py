@@ -256,12 +256,6 @@ def test_duplicate_tasks_on_two_workers_send_each_delivery_once(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the claim's lease covers a whole batch and is never renewed, so the "
-    "sweep hands the unsent tail of a batch that outlives CLAIM_TIMEOUT to a second worker "
-    "while the first one still sends it (see docs/guarantees.md)",
-)
 def test_a_batch_slower_than_its_claim_is_not_sent_twice(start_worker, smtp_server, capsys):
     """The claim must hold while a worker still works through its batch, however long."""
     smtp_server.handler.delay = 0.25  # 16 messages: 4 seconds for one batch
