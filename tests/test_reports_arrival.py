@@ -149,7 +149,11 @@ def test_a_missing_file_exits_66_without_a_traceback(db):
 
 
 def test_an_unavailable_database_exits_75_so_the_mta_retries(db, tmp_path):
-    done = run_command(stdin=raw("dsn-failed.eml"), db_name=str(tmp_path / "no" / "db.sqlite3"))
+    if connection.vendor == "sqlite":
+        unreachable = str(tmp_path / "no" / "db.sqlite3")
+    else:
+        unreachable = "nt_no_such_database"
+    done = run_command(stdin=raw("dsn-failed.eml"), db_name=unreachable)
 
     assert done.returncode == 75
     assert b"could not record the report, try again later" in done.stderr
