@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -77,17 +78,18 @@ def send_deliveries(delivery_ids: Iterable[int]) -> dict[str, int]:
     """
     deliveries = claim(delivery_ids)
     outcome: dict[str, int] = {}
-    lease = Lease(deliveries[0].claim) if deliveries else None
+    if not deliveries:
+        return outcome
+    token = deliveries[0].claim
+    assert token is not None  # claim() returns only the deliveries it claimed
+    lease = Lease(token)
     try:
         for channel_name, group in _by_channel(deliveries).items():
             for delivery, result in _send_group(channel_name, lease.held(group)):
-                final = _record(delivery, result)
+                final = _record_persistently(delivery, result)
                 outcome[final] = outcome.get(final, 0) + 1
     finally:
-        if deliveries:
-            Delivery.objects.filter(claim=deliveries[0].claim).update(
-                claim=None, claimed_until=None
-            )
+        Delivery.objects.filter(claim=token).update(claim=None, claimed_until=None)
     return outcome
 
 
@@ -143,6 +145,40 @@ def _send_group(channel_name: str, group: Iterable[Delivery]):
         result = SendResult(st.FAILED, error=str(error))
         return [(delivery, result) for delivery in group]
     return channel.send(group)
+
+
+#: Attempts at recording one send result when the database fails, and the first pause.
+RECORD_ATTEMPTS = 4
+RECORD_PAUSE = 0.25
+
+
+def _record_persistently(delivery: Delivery, result: SendResult) -> str:
+    """Record a send result, retrying on a database error: the message is already out.
+
+    A dropped connection or a locked database must not lose the news that a message
+    was sent (the sweep would send it again) nor abandon the rest of the batch. After
+    the last attempt the error is logged and the batch goes on; the delivery is then
+    left to the sweep, which may send it a second time.
+    """
+    for attempt in range(1, RECORD_ATTEMPTS):
+        try:
+            return _record(delivery, result)
+        except (OperationalError, InterfaceError):
+            logger.warning(
+                "notify_tracking: database error recording delivery %s, retrying", delivery.pk
+            )
+            if not connection.in_atomic_block:
+                connection.close()  # the next query opens a fresh connection
+            time.sleep(RECORD_PAUSE * 2 ** (attempt - 1))
+    try:
+        return _record(delivery, result)
+    except (OperationalError, InterfaceError):
+        logger.exception(
+            "notify_tracking: could not record that delivery %s was %s; the sweep will retry it",
+            delivery.pk,
+            result.status,
+        )
+        return "unrecorded"
 
 
 def _record(delivery: Delivery, result: SendResult) -> str:

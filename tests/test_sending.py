@@ -308,3 +308,44 @@ def test_a_long_batch_renews_its_claim_and_skips_what_another_worker_took(task):
 
     assert yielded == [deliveries[0].pk, deliveries[1].pk]
     assert Delivery.objects.get(pk=deliveries[1].pk).claimed_until > first_expiry
+
+
+def failing_first(times, real):
+    """Fault injection: the database fails ``times`` times, then works again."""
+    from django.db import OperationalError
+
+    calls = {"n": 0}
+
+    def record(delivery, result):
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise OperationalError("database is locked")
+        return real(delivery, result)
+
+    return record
+
+
+def test_a_database_error_while_recording_is_retried(
+    task, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(sending, "RECORD_PAUSE", 0.01)
+    monkeypatch.setattr(sending, "_record", failing_first(2, sending._record))
+    notification = send_now(
+        task, ["a@example.com", "b@example.com"], django_capture_on_commit_callbacks
+    )
+    assert sorted(notification.deliveries.values_list("status", flat=True)) == ["sent", "sent"]
+
+
+def test_a_result_that_cannot_be_recorded_does_not_abandon_the_batch(
+    task, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(sending, "RECORD_PAUSE", 0.01)
+    monkeypatch.setattr(sending, "_record", failing_first(sending.RECORD_ATTEMPTS, sending._record))
+    notification = send_now(
+        task, ["a@example.com", "b@example.com"], django_capture_on_commit_callbacks
+    )
+    statuses = dict(notification.deliveries.values_list("recipient", "status"))
+    assert statuses == {"a@example.com": "queued", "b@example.com": "sent"}
+    assert "could not record that delivery" in caplog.text
+    # Left to the sweep: its claim was released with the batch.
+    assert notification.deliveries.get(recipient="a@example.com").claim is None
