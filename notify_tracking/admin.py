@@ -14,7 +14,7 @@ Host projects can show an object's notifications on its own admin page with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.contrib.contenttypes.admin import GenericTabularInline
@@ -46,7 +46,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        counted = self.object_list[: self.limit + 1].count()
+        counted = cast(QuerySet, self.object_list)[: self.limit + 1].count()
         self.truncated = counted > self.limit
         return min(counted, self.limit)
 
@@ -82,7 +82,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class ReadOnlyInlineMixin:
     extra = 0
-    max_num = 0
+    max_num: int | None = 0
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -164,7 +164,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
         (_("Provider"), {"fields": ("message_id", "email_message_id", "attempts")}),
         (_("Event timeline"), {"fields": ("timeline",)}),
     )
-    readonly_fields = [field for _title, options in fieldsets for field in options["fields"]]
+    readonly_fields = [
+        str(field) for _title, options in fieldsets for field in options["fields"]
+    ]
 
     # Adds an "Activity log" link to the page of notify_tracking.activity.admin_views.
     change_list_template = "notify_tracking/activity/delivery_change_list.html"
@@ -202,7 +204,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def timeline(self, delivery: Delivery) -> str:
         newest = list(delivery.events.order_by("-occurred_at", "-id")[: TIMELINE_LIMIT + 1])
         if not newest:
-            return _("No events yet.")
+            return str(_("No events yet."))
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -184,10 +184,12 @@ def _latest_notifications(keys: list[tuple[int, str]]) -> dict[tuple[int, str], 
     for row in rows:
         key = (row["content_type_id"], row["object_id"])
         previous = latest.get(key)
-        row["count"] = previous["count"] + 1 if previous else 1
         senders = previous["sender_ids"] if previous else []
-        row["sender_ids"] = sorted({*senders, row["sender_id"]} - {None})
-        latest[key] = row
+        latest[key] = {
+            **row,
+            "count": previous["count"] + 1 if previous else 1,
+            "sender_ids": sorted({*senders, row["sender_id"]} - {None}),
+        }
     return latest
 
 
@@ -259,7 +261,9 @@ def describe(counts: dict[str, int]) -> dict[str, Any]:
     errors = sum(counts[status] for status in st.FAILURES)
     reached = _reached_counts(counts)
     state = _state(total, errors, reached)
-    complete = bool(total) and (errors == total if state == ERROR else reached[state] == total)
+    complete = state is not None and (
+        errors == total if state == ERROR else reached[state] == total
+    )
     return {
         "state": state,
         "complete": complete,

@@ -23,7 +23,7 @@ import re
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from celery.schedules import crontab
 from django.conf import settings
@@ -214,7 +214,7 @@ class Read:
     at: dt.datetime
 
 
-def _with_first_read(deliveries: QuerySet[Delivery]) -> QuerySet[Delivery]:
+def _with_first_read(deliveries: QuerySet[Delivery]) -> QuerySet[Any]:
     first = DeliveryEvent.objects.filter(
         delivery=OuterRef("pk"), kind__in=READ_KINDS, is_machine=False
     ).order_by("occurred_at", "pk")
@@ -251,7 +251,7 @@ class _released_on_error:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if exc_type is not None:
             Delivery.objects.filter(pk__in=self.delivery_ids, read_notice_sent_at=self.now).update(
                 read_notice_sent_at=None

@@ -30,7 +30,7 @@ from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
 from email.utils import parsedate_to_datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from django.utils import timezone
 
@@ -167,8 +167,8 @@ def ingest_bytes(raw: bytes, *, origin: str = "a report") -> Outcome:
     except ReportIgnored as why:
         return outcome.ignore(str(why), origin)
     except Exception as error:  # the email package on hostile input: stop here
-        why = f"{type(error).__name__}: {error}"[:200]
-        return outcome.ignore(f"unreadable message ({why})", origin)
+        reason = f"{type(error).__name__}: {error}"[:200]
+        return outcome.ignore(f"unreadable message ({reason})", origin)
     return record_report(report, outcome, origin=origin)
 
 
@@ -218,7 +218,7 @@ def parse_report(message: Message) -> Report:
     content_type = message.get_content_type()
     if content_type != "multipart/report":
         raise ReportIgnored(f"not a report (content type {content_type})")
-    parts = list(message.iter_parts())
+    parts = list(cast(EmailMessage, message).iter_parts())  # parsed with policy.default
     for part in parts:
         if part.get_content_type() in DSN_PARTS:
             return _parse_dsn(message, part)
@@ -463,7 +463,7 @@ def _message_id(value: str) -> str:
 
 def _returned_message_ids(message: Message) -> list[str]:
     ids = []
-    for part in message.iter_parts():
+    for part in cast(EmailMessage, message).iter_parts():
         if part.get_content_type() in RETURNED_PARTS:
             payload = part.get_payload()
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):

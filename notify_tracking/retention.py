@@ -117,7 +117,8 @@ def expired_notifications(now: dt.datetime | None = None) -> list[QuerySet[Notif
     one created exactly at that moment is still kept.
     """
     now = now or timezone.now()
-    selections, earlier = [], []
+    selections: list[QuerySet[Notification]] = []
+    earlier: list[Q] = []
     for rule in retention_rules():
         if rule.days is not None:
             selection = Notification.objects.filter(

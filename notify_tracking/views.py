@@ -26,8 +26,10 @@ def badge_fragment(request: HttpRequest, target_type: str, pk: str) -> HttpRespo
         found = fetch([parse_pk(model_of(target_type), pk)])
     except BadTarget:
         found = []
-    status = summary(found[0]) if found else None
-    if not found or not can_view(request.user, found[0], status):
+    if not found:
+        return _private(HttpResponseNotFound())
+    status = summary(found[0])
+    if not can_view(request.user, found[0], status):
         return _private(HttpResponseNotFound())
     return _private(HttpResponse(render_badge(found[0], status, request.user)))
 

@@ -98,7 +98,7 @@ def _before(request: HttpRequest) -> Q:
 
 
 def _search_params(request: HttpRequest) -> list[tuple[str, str]]:
-    return [(key, value) for key, value in request.GET.items() if key != "before" and value]
+    return [(key, str(value)) for key, value in request.GET.items() if key != "before" and value]
 
 
 def _older_url(request: HttpRequest, last: Delivery) -> str:

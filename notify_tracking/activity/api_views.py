@@ -35,6 +35,8 @@ from .serializers import (
 )
 from .views import current_preference
 
+#: The largest id a delivery can have (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
 #: The most events one timeline answer holds (the first ones, in time order).
 TIMELINE_LIMIT = 1000
 #: Query parameters the list view handles besides the filters.
@@ -131,6 +133,13 @@ class DeliveryTimelineView(PrivateMixin, RetrieveAPIView):
 
     def get_queryset(self) -> QuerySet[Delivery]:
         return base_queryset()
+
+    def get_object(self) -> Delivery:
+        # No row has an id past 64 bits; Django < 5.0 would fail on one (OverflowError on
+        # SQLite, DataError on PostgreSQL) instead of finding nothing.
+        if self.kwargs["pk"] > MAX_ID:
+            raise NotFound
+        return super().get_object()
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         delivery = self.get_object()

@@ -272,17 +272,18 @@ def _moment(value: str, *, end_of_day: bool) -> dt.datetime:
         moment = None if day else parse_datetime(value)
     except ValueError:
         moment = day = None
-    if moment is None and day is None:
+    parsed = moment or day
+    if parsed is None:
         raise ValueError(
             _("%(value)r is not a date or time; use ISO 8601, e.g. 2024-05-03 or 2024-05-03T14:30")
             % {"value": value}
         )
-    if not MIN_YEAR <= (moment or day).year <= MAX_YEAR:
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
         raise ValueError(
             _("must be between the years %(min)d and %(max)d") % {"min": MIN_YEAR, "max": MAX_YEAR}
         )
     if moment is None:
-        moment = dt.datetime.combine(day, dt.time())
+        moment = dt.datetime.combine(parsed, dt.time())
         step = dt.timedelta(days=1)
     else:
         step = dt.timedelta(microseconds=1)

@@ -26,7 +26,7 @@ from .serializers import StatusDetailSerializer, StatusListSerializer
 try:
     from drf_spectacular.utils import OpenApiParameter, extend_schema
 except ImportError:  # drf-spectacular is optional: the views work without it
-    extend_schema = None
+    extend_schema = None  # type: ignore[assignment]
 
 
 def documented(**kwargs: Any):
@@ -108,7 +108,7 @@ class StatusListView(StatusAPIView):
                 "exist or that you may not see are left out.",
             )
         ]
-        if extend_schema
+        if extend_schema is not None
         else None,
     )
     def get(self, request: Request) -> Response:

@@ -17,7 +17,7 @@ import logging
 import smtplib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.mail.backends import smtp
 
@@ -54,7 +54,13 @@ def xtext(value: str) -> str:
     )
 
 
-class DsnConnectionMixin:
+if TYPE_CHECKING:
+    _SMTP = smtplib.SMTP
+else:
+    _SMTP = object
+
+
+class DsnConnectionMixin(_SMTP):
     """An smtplib connection that adds the DSN parameters of :attr:`dsn_request`."""
 
     dsn_request: DsnRequest | None = None
@@ -65,7 +71,7 @@ class DsnConnectionMixin:
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        msg: bytes | str,
+        msg: Any,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
     ) -> dict[str, tuple[int, bytes]]:
@@ -102,10 +108,10 @@ class EmailBackend(smtp.EmailBackend):
     def _send(self, email_message: Any) -> bool:
         request = dsn_request_of(email_message)
         if request is None or not isinstance(self.connection, DsnConnectionMixin):
-            return super()._send(email_message)
+            return super()._send(email_message)  # type: ignore[misc]  # not in django-stubs
         self.connection.dsn_request = request
         try:
-            sent = super()._send(email_message)
+            sent = super()._send(email_message)  # type: ignore[misc]
         finally:
             self.connection.dsn_request = None
         requested = self.connection.dsn_requested

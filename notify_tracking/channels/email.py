@@ -83,7 +83,8 @@ class EmailChannel(Channel):
         self.connection = get_connection(self.options["EMAIL_BACKEND"], fail_silently=False)
 
     def close(self) -> None:
-        connection, self.connection = getattr(self, "connection", None), None
+        connection = getattr(self, "connection", None)
+        self.connection = None  # type: ignore[assignment]  # closed: open() sets a new one
         if connection is not None:
             # Closing a broken connection: nothing is left to save.
             with contextlib.suppress(OSError, smtplib.SMTPException):
@@ -132,9 +133,10 @@ class EmailChannel(Channel):
         for attachment in content.attachments:
             with attachment.file.open("rb") as file:
                 message.attach(attachment.filename, file.read(), attachment.mimetype or None)
-        message.metadata = {METADATA_KEY: str(delivery.token)}  # anymail only
+        # anymail's extra attribute; other backends ignore it.
+        message.metadata = {METADATA_KEY: str(delivery.token)}  # type: ignore[attr-defined]
         if notification.request_delivery_report:  # read by notify_tracking.backends.smtp
-            message.dsn_envelope_id = str(delivery.token)
+            message.dsn_envelope_id = str(delivery.token)  # type: ignore[attr-defined]
         return message
 
     def send_message(self, message: EmailMultiAlternatives, delivery: Delivery) -> SendResult | str:
@@ -299,7 +301,7 @@ _MESSAGE_KEYS = ("message", "Message", "error", "detail", "description", "errors
 
 def _provider_message(error: Exception, limit: int = 300) -> str:
     """The provider's own explanation from its response body, as ": text", or ""."""
-    response = getattr(error, "response", None)
+    response: Any = getattr(error, "response", None)
     try:
         body = response.json()
     except (AttributeError, ValueError):

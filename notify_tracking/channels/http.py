@@ -156,7 +156,8 @@ def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, b
     if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
         return b"", False
     read = getattr(response.raw, "read1", None) or response.raw.read  # urllib3 < 2.1
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while chunk := read(_CHUNK, decode_content=False):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:

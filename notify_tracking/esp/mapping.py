@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 
@@ -48,7 +48,7 @@ KINDS_WITH_ERROR: frozenset[str] = frozenset({st.DEFERRED, *st.FAILURES})
 #: Kinds a reader causes: only these carry a reader's user agent and IP address.
 READER_KINDS: frozenset[str] = frozenset({st.OPENED, st.CLICKED})
 
-EVENT_ID_MAX = DeliveryEvent._meta.get_field("provider_event_id").max_length
+EVENT_ID_MAX = cast(int, DeliveryEvent._meta.get_field("provider_event_id").max_length)
 
 
 class MalformedEvent(ValueError):

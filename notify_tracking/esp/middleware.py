@@ -49,11 +49,11 @@ class WebhookGuardMiddleware:
 
 
 def _tracking_view(request: HttpRequest) -> AnymailCoreWebhookView | None:
-    match = getattr(request, "resolver_match", None)
-    view_class = getattr(getattr(match, "func", None), "view_class", None)
+    match: Any = getattr(request, "resolver_match", None)
+    view_class: Any = getattr(getattr(match, "func", None), "view_class", None)
     if not (isinstance(view_class, type) and issubclass(view_class, AnymailCoreWebhookView)):
         return None
-    if view_class.signal is not tracking:
+    if getattr(view_class, "signal", None) is not tracking:
         return None
     return view_class(**getattr(match.func, "view_initkwargs", {}))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -60,6 +60,7 @@ def parse_networks(value: str | Iterable[str]) -> list[Network]:
     of Apple's ``egress-ip-ranges.csv``); blank lines and ``#`` comments are skipped.
     Raises ``ImproperlyConfigured`` naming the first bad entry.
     """
+    lines: Sequence[tuple[int | None, str]]
     if isinstance(value, (str, Path)):
         lines = _read_lines(Path(value))
     else:

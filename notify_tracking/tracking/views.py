@@ -30,6 +30,7 @@ from django.http import (
     HttpResponseNotFound,
     HttpResponseRedirect,
 )
+from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -126,7 +127,7 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @transaction.non_atomic_requests
-def download(request: HttpRequest, token: str) -> HttpResponse:
+def download(request: HttpRequest, token: str) -> HttpResponseBase:
     """A tracked download: record it, then serve the file as an attachment."""
     if request.method not in _SAFE_METHODS:
         return HttpResponseNotAllowed(_SAFE_METHODS)
