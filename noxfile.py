@@ -1,0 +1,106 @@
+"""Compatibility matrix: the test suite on each supported Python and Django, on SQLite.
+
+    nox -s tests                  # the whole matrix (9 cells)
+    nox -t ci                     # the subset CI runs (scripts/ci-release-checks.sh)
+    nox -s "tests(python='3.10', django='4.2')"
+    nox -l                        # list the cells
+
+The slow tests (a real Celery worker, a real Chromium) are left out: .ci/run's main
+runs cover them on the newest pair, on SQLite and PostgreSQL. Interpreters come from
+pyenv (``$PYENV_ROOT/versions/3.X.*``) when it has them, else from PATH.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+DJANGOS = {
+    # Django series -> the requirement installed over the package's own.
+    "4.2": "Django>=4.2,<5.0",
+    "5.2": "Django>=5.2,<6.0",
+    "6.0": "Django>=6.0,<6.1",
+}
+# The Pythons each Django series supports (Django's own table): 6.x needs 3.12+,
+# and 4.2 stops at 3.12.
+SUPPORTED_PYTHONS = {
+    "4.2": ("3.10", "3.12"),
+    "5.2": ("3.10", "3.13"),
+    "6.0": ("3.12", "3.13"),
+}
+# The subset CI runs: every Python and every Django at least once, within CI's
+# budget (see docs/release.md, "Compatibility matrix").
+CI_CELLS = {
+    ("3.10", "4.2"),
+    ("3.11", "5.2"),
+    ("3.12", "6.0"),
+    ("3.13", "5.2"),
+    ("3.13", "6.0"),
+}
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def _pyenv_on_path() -> None:
+    """Put pyenv's interpreters first on PATH, so that ``python3.X`` finds them.
+
+    pyenv's shims answer only for the versions selected with ``pyenv global``.
+    """
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found = []
+    for minor in PYTHONS:
+        versions = sorted(root.glob(f"{minor}.*/bin/python{minor}"))
+        if versions:
+            found.append(str(versions[-1].parent))
+    if found:
+        os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _cells() -> list:
+    cells = []
+    for python in PYTHONS:
+        for django in DJANGOS:
+            oldest, newest = SUPPORTED_PYTHONS[django]
+            if not _version(oldest) <= _version(python) <= _version(newest):
+                continue
+            tags = ["ci"] if (python, django) in CI_CELLS else []
+            cells.append(nox.param(python, django, tags=tags))
+    return cells
+
+
+_pyenv_on_path()
+
+
+@nox.session
+@nox.parametrize(("python", "django"), _cells())
+def tests(session: nox.Session, django: str) -> None:
+    """The suite without the ``worker`` and ``browser`` tests, on SQLite."""
+    session.install("-e", ".[test]", DJANGOS[django])
+    session.run(
+        "python", "-c", "import django, sys; print('Django', django.__version__, sys.version)"
+    )
+    # The suite runs on SQLite and kombu's filesystem broker whatever the caller's
+    # environment says.
+    env = {
+        "NOTIFY_TRACKING_TEST_DATABASE_URL": "",
+        "NOTIFY_TRACKING_TEST_BROKER_URL": "",
+    }
+    session.run(
+        "pytest",
+        "-m",
+        "not worker and not browser",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env=env,
+    )

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Release checks, for CI (called from .ci/run) and before a release (docs/release.md):
+#   1. the documentation site builds with `mkdocs build --strict`;
+#   2. mypy with django-stubs passes on the package;
+#   3. `python -m build` makes a wheel and an sdist, and `twine check --strict` passes;
+#   4. the wheel, installed in a clean virtual environment and run from outside the
+#      source tree, migrates, sends and renders (scripts/wheel_smoke.py);
+#   5. the compatibility matrix (noxfile.py): the CI subset (`nox -t ci`), or what
+#      NOX_ARGS says (e.g. NOX_ARGS="-s tests" for all the cells).
+# Needs .venv with the [test] extra (what `make test` installs); adds [docs,release].
+# Every step runs even when an earlier one failed; each prints its time, and the script
+# exits non-zero when any failed.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+started=$SECONDS
+venv=$root/.venv
+python=$venv/bin/python
+NOX_ARGS=${NOX_ARGS:--t ci}
+
+if [ ! -x "$python" ]; then
+  echo "release checks: $python is missing: run 'make test' (or its install step) first" >&2
+  exit 2
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nt-release-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+failed=()
+timings=()
+
+# step LABEL COMMAND...: run one check, print its time, remember a failure.
+step() {
+  local label=$1 begin=$SECONDS rc
+  shift
+  printf '\n===== release checks: %s =====\n' "$label"
+  set +e
+  "$@" </dev/null
+  rc=$?
+  set -e
+  local took=$((SECONDS - begin))
+  if [ "$rc" -ne 0 ]; then
+    failed+=("$label")
+    timings+=("$(printf '%-34s FAILED (exit %s) %5ss' "$label" "$rc" "$took")")
+    printf '===== %s: FAILED (exit %s) in %ss =====\n' "$label" "$rc" "$took"
+  else
+    timings+=("$(printf '%-34s passed %14ss' "$label" "$took")")
+    printf '===== %s: passed in %ss =====\n' "$label" "$took"
+  fi
+}
+
+install_tools() {
+  "$python" -m pip install --quiet -e ".[test,docs,release]"
+}
+
+build_docs() {
+  "$venv/bin/mkdocs" build --strict --site-dir "$work/site"
+}
+
+type_check() {
+  "$venv/bin/mypy"
+}
+
+build_packages() {
+  "$python" -m build --outdir "$work/dist" &&
+    "$venv/bin/twine" check --strict "$work"/dist/*
+}
+
+# The wheel in a virtual environment of its own, run from outside the source tree.
+wheel_smoke() {
+  local wheel
+  wheel=$(find "$work/dist" -name '*.whl' | head -n 1)
+  [ -n "$wheel" ] || { echo "no wheel was built" >&2; return 1; }
+  "$python" -m venv "$work/wheel-venv" &&
+    "$work/wheel-venv/bin/python" -m pip install --quiet "$wheel" &&
+    (cd "$work" && "$work/wheel-venv/bin/python" "$root/scripts/wheel_smoke.py" \
+      --wheel "$wheel" --example-project "$root/example_project")
+}
+
+compat_matrix() {
+  # shellcheck disable=SC2086  # NOX_ARGS is a list of arguments
+  "$venv/bin/nox" $NOX_ARGS
+}
+
+step "install docs and release tools" install_tools
+step "docs: mkdocs build --strict" build_docs
+step "types: mypy" type_check
+step "packages: build + twine check" build_packages
+step "wheel: clean venv smoke test" wheel_smoke
+step "compatibility matrix: nox $NOX_ARGS" compat_matrix
+
+printf '\n===== release checks: summary =====\n'
+printf '%s\n' "${timings[@]}"
+printf 'release checks finished in %ss\n' $((SECONDS - started))
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}"
+  exit 1
+fi
