@@ -5,8 +5,9 @@
     nox -s "tests(python='3.10', django='4.2')"
     nox -l                        # list the cells
 
-The slow tests (a real Celery worker, a real Chromium) are left out: .ci/run's main
-runs cover them on the newest pair, on SQLite and PostgreSQL. Interpreters come from
+The slow tests (a real Celery worker, a real Chromium, the fault tests on real
+services) are left out: .ci/run's main runs cover them on the machine's Python with
+the newest Django it accepts, on SQLite and PostgreSQL. Interpreters come from
 pyenv (``$PYENV_ROOT/versions/3.X.*``) when it has them, else from PATH.
 """
 
@@ -83,7 +84,7 @@ _pyenv_on_path()
 @nox.session
 @nox.parametrize(("python", "django"), _cells())
 def tests(session: nox.Session, django: str) -> None:
-    """The suite without the ``worker`` and ``browser`` tests, on SQLite."""
+    """The suite without the ``worker``, ``browser`` and ``reliability`` tests, on SQLite."""
     session.install("-e", ".[test]", DJANGOS[django])
     session.run(
         "python", "-c", "import django, sys; print('Django', django.__version__, sys.version)"
@@ -97,7 +98,8 @@ def tests(session: nox.Session, django: str) -> None:
     session.run(
         "pytest",
         "-m",
-        "not worker and not browser",
+        # The -m given here replaces pyproject's addopts one: keep its exclusions.
+        "not worker and not browser and not reliability",
         "-q",
         "-p",
         "no:cacheprovider",

@@ -51,11 +51,11 @@ step() {
 }
 
 install_tools() {
-  "$python" -m pip install --quiet -e ".[test,docs,release]"
+  "$python" -m pip install -qq -e ".[test,docs,release]"
 }
 
 build_docs() {
-  "$venv/bin/mkdocs" build --strict --site-dir "$work/site"
+  NO_MKDOCS_2_WARNING=1 "$venv/bin/mkdocs" build --strict --site-dir "$work/site"
 }
 
 type_check() {
@@ -73,7 +73,7 @@ wheel_smoke() {
   wheel=$(find "$work/dist" -name '*.whl' | head -n 1)
   [ -n "$wheel" ] || { echo "no wheel was built" >&2; return 1; }
   "$python" -m venv "$work/wheel-venv" &&
-    "$work/wheel-venv/bin/python" -m pip install --quiet "$wheel" &&
+    "$work/wheel-venv/bin/python" -m pip install -qq "$wheel" &&
     (cd "$work" && "$work/wheel-venv/bin/python" "$root/scripts/wheel_smoke.py" \
       --wheel "$wheel" --example-project "$root/example_project")
 }
