@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..models import Delivery, EventSource
+from ..retention import PLACEHOLDER_PREFIX
 from ..service import record_event
 
 logger = logging.getLogger("notify_tracking.esp")
@@ -103,7 +104,10 @@ class DeliveryMatcher:
 
     @classmethod
     def _rows(cls, **lookup: Any) -> list[tuple[Target, set[str]]]:
-        rows = Delivery.objects.filter(**lookup).values_list(*cls.FIELDS)
+        # An anonymised delivery (past its retention) takes no more events: they would
+        # bring the reader's user agent or address back into it.
+        current = Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
+        rows = current.filter(**lookup).values_list(*cls.FIELDS)
         return [
             (Target(pk, str(token), recipient, message_id), {message_id, email_message_id})
             for pk, token, recipient, message_id, email_message_id in rows

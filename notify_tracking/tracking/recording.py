@@ -22,6 +22,7 @@ from django.http import HttpRequest
 from .. import status as st
 from ..conf import get_setting
 from ..models import Delivery, DeliveryEvent, EventSource, Notification
+from ..retention import PLACEHOLDER_PREFIX
 from ..service import record_event
 from . import classify
 from .markup import scan
@@ -88,12 +89,17 @@ def record_download(
 
 
 def _targets(delivery_token: uuid.UUID, group: bool, flag: str) -> list[dict[str, Any]]:
-    """The deliveries an event is recorded on, those whose tracking ``flag`` is on."""
-    rows = list(Delivery.objects.filter(token=delivery_token).values(*_TARGET_FIELDS))
+    """The deliveries an event is recorded on, those whose tracking ``flag`` is on.
+
+    An anonymised delivery (past its retention) records nothing more: a reader opening
+    an old email must not bring a user agent or an address back into it.
+    """
+    current = Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
+    rows = list(current.filter(token=delivery_token).values(*_TARGET_FIELDS))
     if rows and group:
         lead = rows[0]
         rows = list(
-            Delivery.objects.filter(
+            current.filter(
                 notification_id=lead["notification_id"],
                 channel=lead["channel"],
                 status__in=_SENT_STATUSES,
@@ -123,8 +129,10 @@ def _link_burst(
 ) -> classify.Verdict | None:
     """A machine verdict when this click completes clicks on every link within a second."""
     since = occurred_at - dt.timedelta(seconds=classify.LINK_BURST_SECONDS)
+    # The clicks of the second before this one, not after it: a click stamped later (an
+    # ESP whose clock is ahead) must not make this one look like the end of a burst.
     recent = DeliveryEvent.objects.filter(
-        delivery_id=target["pk"], kind=st.CLICKED, occurred_at__gte=since
+        delivery_id=target["pk"], kind=st.CLICKED, occurred_at__range=(since, occurred_at)
     ).values_list("details", flat=True)
     clicked = {details.get("url") for details in recent if isinstance(details, dict)}
     if not clicked - {url, None}:
