@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -196,3 +196,60 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
         if get_setting("RETRY_BACKOFF_MAX") < get_setting("RETRY_BACKOFF"):
             errors.append(_error("RETRY_BACKOFF_MAX", "must not be less than RETRY_BACKOFF", 5))
     return errors
+
+
+ESP_RECEIVER_UID = "notify_tracking.esp.on_tracking"
+
+
+@register(Tags.security)
+def check_webhook_secret(app_configs=None, **kwargs) -> list[Warning]:
+    """Warn when anymail's tracking webhooks are mounted without basic auth.
+
+    Without ``ANYMAIL["WEBHOOK_SECRET"]`` anymail accepts every POST, and the app would
+    record whatever a stranger posts (a delivery marked read, or bounced).
+    """
+    from anymail.signals import tracking
+    from anymail.utils import get_anymail_setting
+
+    if get_anymail_setting("webhook_secret", default=None):
+        return []
+    receiving = any(lookup[0] == ESP_RECEIVER_UID for lookup, *_ in tracking.receivers)
+    if not (receiving and _tracking_webhooks_mounted()):
+        return []
+    return [
+        Warning(
+            "ANYMAIL['WEBHOOK_SECRET'] is not set: anymail's tracking webhooks accept a POST "
+            "from anyone, and notify_tracking records its events (a stranger could mark "
+            "deliveries delivered, read or bounced).",
+            hint="Set ANYMAIL['WEBHOOK_SECRET'] to a random 'user:password' and give it to "
+            "your provider in the webhook URL (docs/esp-webhooks.md).",
+            id="notify_tracking.W001",
+        )
+    ]
+
+
+def _tracking_webhooks_mounted() -> bool:
+    """Whether the root URLconf routes to one of anymail's tracking webhook views."""
+    from anymail.signals import tracking
+    from anymail.webhooks.base import AnymailCoreWebhookView
+    from django.urls import URLResolver, get_resolver
+
+    def found(patterns: Any) -> bool:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                if found(pattern.url_patterns):
+                    return True
+                continue
+            view = getattr(pattern.callback, "view_class", None)
+            if (
+                isinstance(view, type)
+                and issubclass(view, AnymailCoreWebhookView)
+                and view.signal is tracking
+            ):
+                return True
+        return False
+
+    try:
+        return found(get_resolver().url_patterns)
+    except Exception:  # a broken URLconf is reported by Django's own check
+        return False

@@ -5,8 +5,9 @@ without ``event``, say) raises before any signal is sent, Django answers 500, an
 ESP resends the same batch again and again. With this middleware installed, such a
 POST is parsed again event by event: the readable events are sent on as usual, each
 unreadable one is logged and skipped, and the ESP gets 200. A POST that cannot be read
-at all gets 400 and a log line. Requests to other views, failed authentication
-(anymail's 400) and errors that do not come from parsing are left alone.
+at all gets 400 and a log line, and so does one that anymail's signature check cannot
+read. Requests to other views, failed authentication (anymail's 400) and errors that do
+not come from parsing are left alone.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ class WebhookGuardMiddleware:
             return None
         try:
             view.run_validators(request)
-        except Exception:
-            return None
+        except SuspiciousOperation:
+            return None  # failed authentication: anymail's own answer (400)
+        except Exception as error:
+            # A validator that cannot even read the body (Mailgun's signature check on
+            # a JSON body that is not an object): nothing was verified, nothing is used.
+            return _unreadable(view, error)
         try:
             view.parse_events(request)
         except Exception:
@@ -64,13 +69,7 @@ def _salvage(
     items = _json_list(request)
     convert = getattr(view, "esp_to_anymail_event", None)
     if items is None or convert is None:
-        logger.error(
-            "notify_tracking: could not read a %s webhook POST (%s: %s); answered 400",
-            view.esp_name,
-            type(exception).__name__,
-            exception,
-        )
-        return HttpResponseBadRequest("unreadable webhook payload")
+        return _unreadable(view, exception)
     for index, item in enumerate(items):
         try:
             event = convert(item)
@@ -85,6 +84,16 @@ def _salvage(
             continue
         view.signal.send(sender=type(view), event=event, esp_name=view.esp_name)
     return HttpResponse()
+
+
+def _unreadable(view: AnymailCoreWebhookView, exception: Exception) -> HttpResponse:
+    logger.error(
+        "notify_tracking: could not read a %s webhook POST (%s: %s); answered 400",
+        view.esp_name,
+        type(exception).__name__,
+        exception,
+    )
+    return HttpResponseBadRequest("unreadable webhook payload")
 
 
 def _json_list(request: HttpRequest) -> list[Any] | None:
