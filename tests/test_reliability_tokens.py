@@ -146,6 +146,15 @@ def test_a_click_token_redirects_only_to_the_url_it_signs(client, two, url):
         assert "Location" not in response
 
 
+@pytest.mark.parametrize("url", ["http://[", "https://[::1", "HTTP://]x", "https:no-host"])
+def test_a_signed_url_that_does_not_parse_is_a_404_not_a_500(client, two, url):
+    """Found by the test above: ``http://[`` made the redirect raise (a 500)."""
+    ann, _ = two
+    response = client.get(click_path(tokens.sign_click(ann.token, url)))
+    assert response.status_code == 404
+    assert "Location" not in response
+
+
 @FUZZ
 @given(data=hs.data())
 def test_a_mutated_click_token_never_redirects_elsewhere(client, two, data):

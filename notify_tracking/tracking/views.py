@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.http import (
@@ -79,12 +80,19 @@ def _not_found() -> HttpResponse:
 
 
 def _redirectable(url: str) -> bool:
-    """Whether ``url`` can go in a Location header: http(s), no control characters.
+    """Whether ``url`` can go in a Location header: an absolute http(s) URL that parses,
+    without control characters.
 
-    We only ever sign such URLs; this is the second lock on the door.
+    We only ever sign such URLs (``rewrite.is_trackable_link``); this is the second lock
+    on the door, and it keeps a malformed one (``http://[``) from becoming a 500.
     """
-    scheme = url.split(":", 1)[0].lower()
-    return scheme in TRACKED_SCHEMES and not any(ord(char) < 0x20 or char == "\x7f" for char in url)
+    if any(ord(char) < 0x20 or char == "\x7f" for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in TRACKED_SCHEMES and bool(parts.netloc)
 
 
 @transaction.non_atomic_requests
