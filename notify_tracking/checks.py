@@ -244,7 +244,7 @@ def _tracking_webhooks_mounted() -> bool:
             if (
                 isinstance(view, type)
                 and issubclass(view, AnymailCoreWebhookView)
-                and view.signal is tracking
+                and getattr(view, "signal", None) is tracking
             ):
                 return True
         return False
