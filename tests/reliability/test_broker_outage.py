@@ -4,7 +4,8 @@ A redis-server of the test's own (never the machine's shared one) is the broker 
 worker and of this process. It is stopped while the worker is sending; it keeps nothing
 on disk, so every task message it held (queued, or fetched and not yet acknowledged) is
 lost. Meanwhile ``notify()`` is called again: it must return as usual (the enqueue error
-is logged, the deliveries stay queued). When the broker is back, the worker reconnects,
+is logged, the deliveries stay queued); and an ESP webhook event arrives: it is applied in
+the web process instead of a task. When the broker is back, the worker reconnects,
 the sweep (called every few seconds, as beat would) enqueues what was lost, and every
 delivery is sent.
 """
@@ -16,6 +17,8 @@ import time
 from collections import Counter
 
 import pytest
+from anymail.signals import tracking
+from django.utils import timezone
 
 from notify_tracking import notify
 from notify_tracking import status as st
@@ -23,6 +26,7 @@ from notify_tracking.models import Delivery
 from notify_tracking.tasks import sweep_stuck
 from tests.integration.conftest import wait_until
 from tests.reliability.conftest import duplicates, nothing_left_to_send
+from tests.reliability.events import esp_event
 from tests.testapp.models import Task
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]
@@ -61,6 +65,11 @@ def test_a_broker_outage_loses_nothing_and_notify_never_raises(
     with caplog.at_level(logging.ERROR, logger="notify_tracking.tasks"):
         durations = notify_tasks(BEFORE, DURING)  # must not raise
     enqueue_errors = caplog.text.count("could not enqueue")
+    # A provider's webhook meanwhile: its events are applied in the web process instead.
+    reported = Delivery.objects.filter(status=st.SENT).first()
+    event = esp_event(reported, "delivered", timezone.now(), 1)
+    tracking.send(sender=object, event=event, esp_name="Postmark")
+    applied_here = reported.events.filter(source="esp", kind=st.DELIVERED).exists()
     failed_sweeps = 0
     while time.monotonic() - stopped < OUTAGE:
         try:
@@ -93,15 +102,17 @@ def test_a_broker_outage_loses_nothing_and_notify_never_raises(
         f"redis stopped {OUTAGE:.0f}s after {at_stop} of {BEFORE + DURING} messages; "
         f"{during_outage} more sent from tasks already fetched; notify() during the outage "
         f"returned in at most {max(durations):.2f}s ({enqueue_errors} enqueue errors logged, "
-        f"none raised); all {BEFORE + DURING} sent {recovered_in:.1f}s after the broker "
-        f"returned; {found} duplicate(s)",
+        f"none raised), an ESP event was applied in process; all {BEFORE + DURING} sent "
+        f"{recovered_in:.1f}s after the broker returned; {found} duplicate(s)",
         notify_max_seconds=round(max(durations), 2),
         recovered_seconds=round(recovered_in, 1),
         duplicates=found,
     )
     assert len(deliveries) == BEFORE + DURING
-    assert Counter(d.status for d in deliveries) == {st.SENT: BEFORE + DURING}
+    # All sent (and the one the provider said was delivered, delivered).
+    assert Counter(d.status for d in deliveries) == {st.SENT: BEFORE + DURING - 1, st.DELIVERED: 1}
     assert set(per_message_id) == {d.email_message_id for d in deliveries}
     assert enqueue_errors == DURING // 10  # each notify() logged its enqueue failure
     assert failed_sweeps > 0  # the broker really was unreachable
+    assert applied_here
     assert found == 0  # the worker kept its database; nothing was sent unrecorded
