@@ -2,7 +2,9 @@
 
 Used by ``run_demo.py``. The worker and the server are child processes, each in its
 own process group, so that stopping the demo (Ctrl-C) stops them and whatever they
-started, and nothing is left running.
+started, and nothing is left running. The webhook receiver (the other end of the
+demo's webhook channel) is a thread of this process: it starts before the worker and
+stops after it.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ class DemoError(Exception):
 # --- environment and database --------------------------------------------------------
 
 
-def configure(var_dir: Path, port: int) -> dict[str, str]:
+def configure(var_dir: Path, port: int, webhook_port: int | None = None) -> dict[str, str]:
     """Point this process at the demo's settings; return the environment of its children."""
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ["DEMO_VAR_DIR"] = str(var_dir)
     os.environ["DEMO_PORT"] = str(port)
+    if webhook_port is not None:
+        os.environ["DEMO_WEBHOOK_PORT"] = str(webhook_port)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
@@ -54,6 +58,31 @@ def prepare(verbosity: int = 1) -> None:
     call_command("migrate", interactive=False, verbosity=0)
     call_command("seed_demo", verbosity=verbosity)
     connections.close_all()
+
+
+# --- the webhook receiver --------------------------------------------------------------
+
+
+def bind_webhook_receiver(port: int = 0):
+    """The demo's webhook receiver, bound to 127.0.0.1:``port`` (0: a free port), not serving yet.
+
+    Bound before the settings are read, so that they name its port; started by
+    :func:`start_webhook_receiver` once Django is set up.
+    """
+    from .webhook_inbox.receiver import WebhookReceiver
+
+    try:
+        return WebhookReceiver(port)
+    except OSError as error:
+        reason = f"the webhook receiver cannot listen on 127.0.0.1:{port}: {error}"
+        raise DemoError(reason) from None
+
+
+def start_webhook_receiver(receiver) -> None:
+    """Serve with the webhook channel's secret, keeping what it gets in the inbox file."""
+    from django.conf import settings
+
+    receiver.start(settings.WEBHOOK_SECRET, settings.WEBHOOK_INBOX)
 
 
 # --- child processes -----------------------------------------------------------------
@@ -139,14 +168,20 @@ def run_demo() -> int:
     # Absolute: the children run from the repository root, maybe not our directory.
     var_dir = Path(os.environ.get("DEMO_VAR_DIR") or PROJECT_DIR / "var").resolve()
     port = int(os.environ.get("DEMO_PORT", "8000"))
-    env = configure(var_dir, port)
-    prepare()
+    try:
+        receiver = bind_webhook_receiver(int(os.environ.get("DEMO_WEBHOOK_PORT") or 0))
+    except DemoError as error:
+        print(f"The demo cannot start: {error}", file=sys.stderr)
+        return 1
+    env = configure(var_dir, port, receiver.port)
     children: list[subprocess.Popen] = []
     try:
+        prepare()
+        start_webhook_receiver(receiver)
         children.append(start_worker(env, var_dir))
         children.append(start_server(env, port))
         wait_until_up(f"http://127.0.0.1:{port}/accounts/login/", children)
-        print_banner(port, var_dir)
+        print_banner(port, var_dir, receiver.url)
         while True:
             check_alive(children)
             time.sleep(0.5)
@@ -158,9 +193,10 @@ def run_demo() -> int:
         return 1
     finally:
         stop(children)
+        receiver.stop()  # after the worker: it may be posting to it until it stops
 
 
-def print_banner(port: int, var_dir: Path) -> None:
+def print_banner(port: int, var_dir: Path, webhook_url: str) -> None:
     from django.conf import settings
 
     site = f"http://127.0.0.1:{port}"
@@ -172,6 +208,7 @@ def print_banner(port: int, var_dir: Path) -> None:
 
     Tasks      {site}/
     Mailbox    {site}/mailbox/     (every email the demo sends; open one to read it)
+    Webhook    {site}/webhook-inbox/     (what the demo's receiver at {webhook_url} got)
     Admin      {site}/admin/
 
   Log in as admin / admin (superuser), or alice, bob, carol with the password demo.

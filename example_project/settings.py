@@ -10,7 +10,8 @@ shape is two variables away:
 
 Other variables: ``DEMO_VAR_DIR`` (where the local files go), ``DEMO_PORT`` (8000),
 ``DEMO_BASE_URL`` (the site's absolute URL, for links in emails), ``DEMO_SECRET_KEY``,
-``DEMO_EMAIL_BACKEND`` (default: the demo mailbox), ``DEMO_DEBUG`` (``0`` to turn off).
+``DEMO_EMAIL_BACKEND`` (default: the demo mailbox), ``DEMO_DEBUG`` (``0`` to turn off),
+``DEMO_WEBHOOK_PORT`` and ``DEMO_WEBHOOK_SECRET`` (the demo's webhook receiver).
 See docs/demo.md.
 """
 
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
     "notify_tracking",
     "example_project.tracker",
     "example_project.demo_mailbox",
+    "example_project.webhook_inbox",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -127,6 +129,12 @@ EMAIL_BACKEND = os.environ.get(
     "DEMO_EMAIL_BACKEND", "example_project.demo_mailbox.backend.MailboxBackend"
 )
 DEFAULT_FROM_EMAIL = "Demo tracker <tracker@example.com>"
+# anymail's tracking webhooks (mounted at /anymail/ in urls.py) take a POST only with
+# this "user:password" in the URL; made on first start and kept in the var dir.
+ANYMAIL = {
+    "WEBHOOK_SECRET": os.environ.get("DEMO_ANYMAIL_WEBHOOK_SECRET")
+    or "demo:" + secret_key(VAR_DIR / "anymail_webhook_secret")
+}
 
 # Celery: the app is example_project.celery_app; every CELERY_* setting below is its.
 BROKER_URL = os.environ.get("DEMO_BROKER_URL")
@@ -148,10 +156,30 @@ CELERY_TASK_IGNORE_RESULT = True
 # The beat schedule comes from notify_tracking.tasks.beat_schedule(), added by
 # example_project.celery_app once Django is set up (that module imports models).
 
+# The webhook channel posts to a receiver that the demo runs itself on 127.0.0.1
+# (example_project/webhook_inbox/receiver.py, started by run_demo.py, which sets
+# DEMO_WEBHOOK_PORT to a free port unless you set it). It keeps what it gets in
+# WEBHOOK_INBOX, shown at /webhook-inbox/. The signing secret is made on first start
+# and kept in the var dir, like SECRET_KEY: never in the repository.
+WEBHOOK_PORT = int(os.environ.get("DEMO_WEBHOOK_PORT") or PORT + 1)
+WEBHOOK_URL = f"http://127.0.0.1:{WEBHOOK_PORT}/hook/"
+WEBHOOK_SECRET = os.environ.get("DEMO_WEBHOOK_SECRET") or secret_key(VAR_DIR / "webhook_secret")
+WEBHOOK_INBOX = VAR_DIR / "webhook-inbox.jsonl"
+# Users who get comment notifications over the webhook too (say, in their team chat),
+# besides their email: see example_project/tracker/notifications.py.
+WEBHOOK_USERS = ["carol"]
+
 NOTIFY_TRACKING = {
     # Links in emails (the tracking pixel, tracked links) point back to this site.
     "BASE_URL": SITE_URL,
     "MESSAGE_ID_DOMAIN": "tracker.example.com",
+    "CHANNELS": {
+        "email": {"BACKEND": "notify_tracking.channels.email.EmailChannel"},
+        "webhook": {
+            "BACKEND": "notify_tracking.channels.webhook.WebhookChannel",
+            "OPTIONS": {"URL": WEBHOOK_URL, "SECRET": WEBHOOK_SECRET, "TIMEOUT": 5},
+        },
+    },
 }
 
 LOGGING = {

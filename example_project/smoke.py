@@ -1,11 +1,14 @@
 """The demo, headless: one comment posted over HTTP must reach every follower's mailbox.
 
-``run_demo.py --smoke`` runs the same pieces as the demo (migrations, seed, a real
-Celery worker, the web server) in a throwaway directory, with SQLite and the
-filesystem broker whatever the environment says, so it never touches the user's
-demo data. It logs in as a seeded user, posts a comment through the real form,
-waits (bounded) until every delivery of that comment is ``sent`` and its message is
-in the demo mailbox, prints one line, and exits 0; anything else exits 1.
+``run_demo.py --smoke`` runs the same pieces as the demo (migrations, seed, the
+webhook receiver, a real Celery worker, the web server) in a throwaway directory,
+with SQLite and the filesystem broker whatever the environment says, so it never
+touches the user's demo data. It logs in as a seeded user, posts a comment through
+the real form, waits (bounded) until every delivery of that comment is ``sent``,
+checks that each email is in the demo mailbox and that the webhook receiver kept the
+webhook delivery's document with a valid signature, checks that the seed shows a
+read, a click, a bounce and a machine open, prints one line, and exits 0; anything
+else exits 1.
 """
 
 from __future__ import annotations
@@ -24,12 +27,20 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 from . import launcher
+from .webhook_inbox.receiver import read_inbox, signature_matches
 
 AUTHOR, PASSWORD = "alice", "demo"  # a seeded watcher: the exclusion of the author shows
 TASK_TITLE = "Login page rejects valid passwords"  # seeded with watchers and a contact
 SEND_TIMEOUT = 60  # seconds for the worker to send every delivery
 # Variables that would point the smoke run at the user's own database or services.
-USER_VARIABLES = ("DEMO_DATABASE_URL", "DEMO_BROKER_URL", "DEMO_EMAIL_BACKEND", "DEMO_BASE_URL")
+USER_VARIABLES = (
+    "DEMO_DATABASE_URL",
+    "DEMO_BROKER_URL",
+    "DEMO_EMAIL_BACKEND",
+    "DEMO_BASE_URL",
+    "DEMO_WEBHOOK_PORT",
+    "DEMO_WEBHOOK_SECRET",
+)
 
 
 class SmokeFailure(Exception):
@@ -42,10 +53,13 @@ def run_smoke() -> int:
     for name in USER_VARIABLES:
         os.environ.pop(name, None)
     port = free_port()
-    env = launcher.configure(var_dir, port)
     children = []
+    receiver = None
     try:
+        receiver = launcher.bind_webhook_receiver()
+        env = launcher.configure(var_dir, port, receiver.port)
         launcher.prepare(verbosity=0)
+        launcher.start_webhook_receiver(receiver)
         with (
             open(var_dir / "worker.log", "wb") as worker_log,
             open(var_dir / "server.log", "wb") as server_log,
@@ -61,6 +75,8 @@ def run_smoke() -> int:
         return 1
     finally:
         launcher.stop(children)
+        if receiver is not None:
+            receiver.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
 
 
@@ -81,22 +97,40 @@ def check_comment_reaches_mailboxes(site: str, children) -> str:
         raise SmokeFailure("posting the comment form created no comment")
 
     deliveries = wait_until_sent(comment, children)
-    recipients = sorted(delivery.recipient for delivery in deliveries)
+    emails = [delivery for delivery in deliveries if delivery.channel == "email"]
+    hooks = [delivery for delivery in deliveries if delivery.channel == "webhook"]
+    recipients = sorted(delivery.recipient for delivery in emails)
     expected = sorted(followers_except(task, author))
     if recipients != expected:
-        raise SmokeFailure(f"deliveries went to {recipients}, expected {expected}")
-    check_mailbox(browser, deliveries)
+        raise SmokeFailure(f"emails went to {recipients}, expected {expected}")
+    hook_recipients = sorted(delivery.recipient for delivery in hooks)
+    expected = sorted(webhook_followers_except(task, author))
+    if hook_recipients != expected:
+        raise SmokeFailure(f"webhook deliveries went to {hook_recipients}, expected {expected}")
+    check_mailbox(browser, emails)
+    check_webhook_inbox(browser, hooks)
+    check_seeded_story(browser)
     return (
-        f"comment #{comment.pk} by {AUTHOR}: {len(deliveries)} deliveries sent "
-        f"({', '.join(recipients)}), each in the mailbox"
+        f"comment #{comment.pk} by {AUTHOR}: {len(emails)} emails sent "
+        f"({', '.join(recipients)}), each in the mailbox; {len(hooks)} webhook sent "
+        f"({', '.join(hook_recipients)}), received with a valid signature; "
+        "seeded: a read, a click, a bounce, a machine open"
     )
 
 
 def followers_except(task, author) -> set[str]:
-    """Who the comment must reach, worked out here from the task itself."""
+    """Who the comment must reach by email, worked out here from the task itself."""
     users = [task.assignee, *task.watchers.all()]
     addresses = {user.email for user in users if user} | {c.email for c in task.contacts.all()}
     return addresses - {author.email}
+
+
+def webhook_followers_except(task, author) -> set[str]:
+    """Who the comment must reach over the webhook too: the followers in WEBHOOK_USERS."""
+    from django.conf import settings
+
+    users = {user for user in [task.assignee, *task.watchers.all()] if user} - {author}
+    return {user.username for user in users} & set(settings.WEBHOOK_USERS)
 
 
 def wait_until_sent(comment, children) -> list:
@@ -133,6 +167,57 @@ def check_mailbox(browser: Browser, deliveries) -> None:
     page = browser.get(f"/mailbox/{messages[0].pk}/")
     if html.escape(messages[0].subject) not in listing or "<iframe" not in page:
         raise SmokeFailure("the mailbox pages do not show the message")
+
+
+def check_webhook_inbox(browser: Browser, deliveries) -> None:
+    """The receiver kept each webhook delivery's document, signed with the channel's secret."""
+    from django.conf import settings
+
+    if not deliveries:
+        raise SmokeFailure("the comment created no webhook delivery")
+    entries = {
+        entry["document"]["delivery"]: entry
+        for entry in read_inbox(settings.WEBHOOK_INBOX)
+        if entry.get("accepted")
+    }
+    page = browser.get("/webhook-inbox/")
+    for delivery in deliveries:
+        entry = entries.get(str(delivery.token))
+        if entry is None:
+            raise SmokeFailure(f"the webhook receiver has no document for {delivery.recipient}")
+        body = entry["body"].encode()
+        if not signature_matches(
+            settings.WEBHOOK_SECRET, entry["timestamp"], entry["signature"], body
+        ):
+            raise SmokeFailure("the webhook document's signature does not match the secret")
+        if delivery.message_id != entry["id"]:
+            raise SmokeFailure(
+                f"the delivery's id {delivery.message_id!r} is not the receiver's {entry['id']!r}"
+            )
+        if f'id="delivery-{delivery.token}"' not in page:
+            raise SmokeFailure("the webhook inbox page does not show the document")
+
+
+def check_seeded_story(browser: Browser) -> None:
+    """The seed shows a read, a click, a bounce and a machine open, on the task's page too."""
+    from example_project.tracker.models import Task
+    from notify_tracking.models import Delivery
+
+    seeded = {
+        "a read": Delivery.objects.filter(
+            status="opened", events__source="pixel", events__is_machine=False
+        ),
+        "a click": Delivery.objects.filter(status="clicked", events__source="click"),
+        "a bounce": Delivery.objects.filter(status="bounced", events__source="dsn"),
+        "a machine open": Delivery.objects.filter(machine_open_count__gte=1, open_count=0),
+    }
+    missing = [what for what, deliveries in seeded.items() if not deliveries.exists()]
+    if missing:
+        raise SmokeFailure(f"the seed shows no {', no '.join(missing)}")
+    page = browser.get(f"/tasks/{Task.objects.get(title=TASK_TITLE).pk}/")
+    for text in ("Read by", "Clicked", "possibly automatic open", "Mailbox full"):
+        if text not in page:
+            raise SmokeFailure(f"the seeded task's page does not say {text!r}")
 
 
 class Browser:

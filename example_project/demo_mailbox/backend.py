@@ -13,6 +13,7 @@ from email.utils import parseaddr
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+from django.utils import timezone
 
 from .models import MailboxMessage
 
@@ -59,6 +60,8 @@ def store(message: EmailMessage) -> MailboxMessage:
         text=message.body if message.content_subtype == "plain" else "",
         html=html_body(message),
         headers=[[name, str(value)] for name, value in mime.items()],
+        # The clock read now, not at import (the seed replays its story in the past).
+        sent_at=timezone.now(),
     )
 
 

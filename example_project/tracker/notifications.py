@@ -9,10 +9,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from notify_tracking import notify
+from notify_tracking import Recipient, notify
 from notify_tracking.models import Notification
 
 from .models import Comment, Task
+
+WEBHOOK_CHANNEL = "webhook"
 
 
 def followers(task: Task, *, except_user: Any = None) -> list[Any]:
@@ -33,10 +35,32 @@ def followers(task: Task, *, except_user: Any = None) -> list[Any]:
     return list(recipients.values())
 
 
+def webhook_recipients(recipients: list[Any]) -> list[Recipient]:
+    """Those of ``recipients`` who also get this over the webhook channel.
+
+    The users named in ``settings.WEBHOOK_USERS`` (the demo: Carol, whose team chat
+    is on the other end of the webhook), when a ``webhook`` channel is configured.
+    On that channel a user is named by their user name, which the receiver knows.
+    """
+    channels = getattr(settings, "NOTIFY_TRACKING", {}).get("CHANNELS", {})
+    names = set(getattr(settings, "WEBHOOK_USERS", ()))
+    if WEBHOOK_CHANNEL not in channels or not names:
+        return []
+    return [
+        Recipient(user.get_username(), channel=WEBHOOK_CHANNEL, user=user, name=display_name(user))
+        for user in recipients
+        if isinstance(user, AbstractBaseUser) and user.get_username() in names
+    ]
+
+
 def notify_comment(comment: Comment) -> Notification | None:
-    """Tell the task's followers about a new comment, except its author."""
+    """Tell the task's followers about a new comment, except its author.
+
+    By email; and over the webhook too for the users of ``settings.WEBHOOK_USERS``.
+    """
     task = comment.task
     recipients = followers(task, except_user=comment.author)
+    recipients += webhook_recipients(recipients)
     if not recipients:
         return None
     subject = _("[%(task)s] New comment by %(author)s") % {
