@@ -107,6 +107,11 @@ class Attachment(models.Model):
         return self.filename
 
 
+#: Every anonymised recipient starts with this (see notify_tracking.retention); no
+#: channel accepts it as an address.
+ANONYMISED_PREFIX = "anonymised:"
+
+
 class Delivery(models.Model):
     """A notification to one recipient over one channel, and what became of it.
 

@@ -29,7 +29,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
 from .conf import get_setting
-from .models import Attachment, Delivery, DeliveryEvent, Notification
+from .models import ANONYMISED_PREFIX, Attachment, Delivery, DeliveryEvent, Notification
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ DELETE = "delete"
 ANONYMISE = "anonymise"
 MODES = (DELETE, ANONYMISE)
 #: Every anonymised recipient starts with this; no channel accepts it as an address.
-PLACEHOLDER_PREFIX = "anonymised:"
+PLACEHOLDER_PREFIX = ANONYMISED_PREFIX
 REMOVED_ADDRESS = "<address removed>"
 EMAIL_LIKE = re.compile(r"[^\s<>\"'(),;:\[\]@]+@[^\s<>\"'(),;:\[\]@]+")
 

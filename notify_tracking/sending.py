@@ -182,12 +182,18 @@ def _record_persistently(delivery: Delivery, result: SendResult) -> str:
 
 
 def _record(delivery: Delivery, result: SendResult) -> str:
-    """Record a send result through record_event; schedule a retry when due."""
+    """Record a send result through record_event; schedule a retry when due.
+
+    The result of one claim is one event, whatever happens to the connection: recorded
+    again after a commit whose answer was lost, it is stored once (``provider_event_id``).
+    """
+    once = f"send:{delivery.claim}"
     if result.status == st.SENT:
         record_event(
             delivery,
             st.SENT,
             source=EventSource.CHANNEL,
+            provider_event_id=once,
             message_id=result.message_id,
             details={**result.details, "attempt": delivery.attempts},
         )
@@ -195,13 +201,20 @@ def _record(delivery: Delivery, result: SendResult) -> str:
     if result.status == st.DEFERRED:
         if delivery.attempts >= get_setting("MAX_ATTEMPTS"):
             reason = f"{result.error} (gave up after {delivery.attempts} attempts)"
-            record_event(delivery, st.FAILED, source=EventSource.CHANNEL, error=reason)
+            record_event(
+                delivery,
+                st.FAILED,
+                source=EventSource.CHANNEL,
+                provider_event_id=once,
+                error=reason,
+            )
             return st.FAILED
         delay = retry_delay(delivery.attempts, result.retry_after)
         record_event(
             delivery,
             st.DEFERRED,
             source=EventSource.CHANNEL,
+            provider_event_id=once,
             error=result.error,
             details={"attempt": delivery.attempts, "retry_in_seconds": round(delay, 1)},
         )
@@ -211,6 +224,7 @@ def _record(delivery: Delivery, result: SendResult) -> str:
         delivery,
         result.status,
         source=EventSource.CHANNEL,
+        provider_event_id=once,
         error=result.error,
         message_id=result.message_id or None,
         details=result.details,

@@ -23,6 +23,7 @@ from django.utils import timezone
 from . import status as st
 from .conf import channel_names, get_channel, get_setting
 from .models import (
+    ANONYMISED_PREFIX,
     Attachment,
     Delivery,
     DeliveryEvent,
@@ -327,9 +328,10 @@ def record_event(
     """Store one event of a delivery and apply it; the only writer of a delivery's status.
 
     Returns the stored event, or None when it was not stored: a duplicate of an event
-    already stored (same ``provider_event_id``), or an open or click of a delivery
-    whose tracking is off. ``error`` is the readable reason of a failure or delay;
-    ``message_id`` the provider's id of the message, stored on the delivery.
+    already stored (same ``provider_event_id``), an open or click of a delivery whose
+    tracking is off, or any event of a delivery anonymised after its retention.
+    ``error`` is the readable reason of a failure or delay; ``message_id`` the
+    provider's id of the message, stored on the delivery.
 
     The delivery row is locked while the event applies, so concurrent events never
     lose an update. An event older than the newest one applied makes the summary be
@@ -346,6 +348,9 @@ def record_event(
 
     with transaction.atomic():
         locked = Delivery.objects.select_for_update().get(pk=pk)
+        if locked.recipient.startswith(ANONYMISED_PREFIX):
+            # Past its retention: new events would bring personal data back into it.
+            return None
         if _tracking_refused(locked, kind, source):
             return None
         if provider_event_id and locked.events.filter(provider_event_id=provider_event_id).exists():

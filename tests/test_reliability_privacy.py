@@ -198,12 +198,6 @@ def test_nothing_is_recorded_for_an_anonymised_delivery(
     assert [value for value in PERSONAL if value in after] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reports.py matches an anonymised delivery by its envelope id or Message-ID and "
-    "records the report: its details bring the address back (final_recipient) and the "
-    "Reporting-UA; record_event() should refuse events for an anonymised delivery",
-)
 def test_a_late_report_records_nothing_for_an_anonymised_delivery(
     task, tracked, django_capture_on_commit_callbacks
 ):

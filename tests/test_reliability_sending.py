@@ -1,9 +1,7 @@
 """Sending faults found by the reliability tests, reproduced in process, one at a time.
 
-Each test here pins one moment the fault tests (tests/reliability/) hit by chance. The
-expected failures are bugs in code this suite does not own (channels/base.py,
-sending.py, channels/email.py): each says what is wrong; when it is fixed, the test
-passes and its ``xfail`` mark must go (they are strict).
+Each test here pins one moment the fault tests (tests/reliability/) hit by chance, and
+the fix it forced (channels/base.py, sending.py, channels/email.py).
 """
 
 from __future__ import annotations
@@ -68,7 +66,6 @@ BUILT_ON_A_DEAD_CONNECTION = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUILT_ON_A_DEAD_CONNECTION)
 @pytest.mark.django_db
 def test_a_database_error_while_a_message_is_built_is_temporary(task, monkeypatch):
     import notify_tracking.channels.email as email_channel
@@ -86,7 +83,6 @@ def test_a_database_error_while_a_message_is_built_is_temporary(task, monkeypatc
     assert not delivery.events.filter(kind__in=(st.SENT, st.FAILED)).exists()
 
 
-@pytest.mark.xfail(strict=True, reason=BUILT_ON_A_DEAD_CONNECTION)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="drops a PostgreSQL connection")
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_dropped_while_a_message_is_built_does_not_fail_the_delivery(
@@ -112,12 +108,6 @@ def test_a_connection_dropped_while_a_message_is_built_does_not_fail_the_deliver
     assert delivery.status in (st.QUEUED, st.DEFERRED), delivery.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sending.py records a send result without a provider event id: when the "
-    "connection drops after the server committed it, _record_persistently records it "
-    "again, and the delivery has two 'sent' events",
-)
 @pytest.mark.django_db
 def test_a_result_recorded_again_after_an_unconfirmed_commit_is_stored_once(task, monkeypatch):
     delivery = queued_delivery(task)
@@ -139,12 +129,6 @@ def test_a_result_recorded_again_after_an_unconfirmed_commit_is_stored_once(task
     assert delivery.events.filter(kind=st.SENT).count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="channels/email.py _classify keeps only the first line of anymail's error: a "
-    "provider that does not answer in time gives 'Error posting to <url>:' without saying "
-    "it timed out (the cause, requests' ReadTimeout, is dropped)",
-)
 @pytest.mark.django_db
 def test_a_provider_that_does_not_answer_in_time_says_so(task):
     with running() as provider:

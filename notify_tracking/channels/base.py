@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from .. import status as st
-from ..exceptions import ChannelError
+from ..exceptions import ChannelError, TransientChannelError
 
 if TYPE_CHECKING:
     from ..models import Delivery
@@ -126,6 +127,11 @@ class Channel:
             sent = self.send_message(message, delivery)
         except ChannelError as error:
             return self._result_of(error)
+        except DatabaseError as error:
+            # Building reads the database (attachments...): a dropped connection or a
+            # lock timeout is a passing fault of ours, not of the message. Retried.
+            reason = f"database error while preparing the message: {type(error).__name__}"
+            return self._result_of(TransientChannelError(reason))
         except Exception as error:
             logger.exception(
                 "channel %s: unexpected error sending delivery %s", self.name, delivery.pk

@@ -268,6 +268,8 @@ def _classify(error: Exception) -> ChannelError:
     if isinstance(error, AnymailAPIError):
         code = error.status_code
         reason = _first_line(error) + _provider_message(error) + (f" (HTTP {code})" if code else "")
+        if code is None:
+            reason += _cause(error)
         if code is None or code == 429 or code >= 500:
             return TransientChannelError(reason)
         return ChannelError(reason)
@@ -315,6 +317,15 @@ def _provider_message(error: Exception, limit: int = 300) -> str:
         if isinstance(value, str) and value.strip():
             return ": " + " ".join(value.split())[:limit]
     return ""
+
+
+def _cause(error: Exception) -> str:
+    """Why a request failed before any answer (a timeout, a refused connection), or ""."""
+    cause = error.__cause__ or error.__context__
+    if cause is None:
+        return ""
+    text = " ".join(str(cause).split())[:300]
+    return f" ({type(cause).__name__}: {text})" if text else f" ({type(cause).__name__})"
 
 
 def _first_line(error: Exception) -> str:
