@@ -164,9 +164,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         (_("Provider"), {"fields": ("message_id", "email_message_id", "attempts")}),
         (_("Event timeline"), {"fields": ("timeline",)}),
     )
-    readonly_fields = [
-        str(field) for _title, options in fieldsets for field in options["fields"]
-    ]
+    readonly_fields = [str(field) for _title, options in fieldsets for field in options["fields"]]
 
     # Adds an "Activity log" link to the page of notify_tracking.activity.admin_views.
     change_list_template = "notify_tracking/activity/delivery_change_list.html"
