@@ -28,5 +28,16 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Benchmarks (docs/performance.md): about 10 minutes, its own database and Redis DB.
+# BENCH_FULL=1: memory up to 100,000 deliveries; BENCH_PROFILE=1: sample with py-spy;
+# BENCH_ARGS="--only send,pixel": some of them.
+.PHONY: bench
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: $(BIN)/.bench-installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info test-artifacts example_project/var
