@@ -233,6 +233,29 @@ class DeliveryEvent(models.Model):
         return f"{self.kind} via {self.source} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
 
 
+class PendingOpen(models.Model):
+    """A pixel load waiting to be applied: the pixel request only inserts this row.
+
+    A task (``notify_tracking.apply_pending_opens``) classifies each one, records it
+    as an ``opened`` event through ``record_events()`` and deletes it, within seconds
+    (docs/tracking.md, "How an open is recorded"). The IP address is kept here only
+    until then, and stored on the event only when ``STORE_IP_ADDRESSES`` is on.
+    """
+
+    token = models.UUIDField()
+    group = models.BooleanField(default=False)
+    occurred_at = models.DateTimeField()
+    user_agent = models.CharField(max_length=512, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("pending open")
+        verbose_name_plural = _("pending opens")
+
+    def __str__(self) -> str:
+        return f"open of {self.token} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
 class ReadNotice(models.TextChoices):
     NEVER = "never", _("Never")
     INSTANT = "instant", _("At once")
