@@ -176,13 +176,14 @@ class DeliveryAdmin(ReadOnlyAdmin):
         return activity_urls(self) + super().get_urls()
 
     def get_search_results(self, request, queryset: QuerySet, search_term: str):
-        """An address is matched whole; anything else as the beginning of an address or
-        a subject. Never ``LIKE '%term%'``, which reads the whole table."""
+        """An address is matched whole, in any case (the index on UPPER(recipient));
+        anything else as the beginning of an address or a subject. Never
+        ``LIKE '%term%'``, which reads the whole table."""
         term = search_term.strip()
         if not term:
             return queryset, False
         if "@" in term and "." in term.rpartition("@")[2]:
-            return queryset.filter(recipient=term), False
+            return queryset.filter(recipient__iexact=term), False
         return _prefix_search(queryset, term, ("recipient", "notification__subject")), False
 
     @admin.display(description=_("subject"), ordering="notification__subject")

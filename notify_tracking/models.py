@@ -15,6 +15,7 @@ from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
 
 from . import status as st
@@ -172,14 +173,11 @@ class Delivery(models.Model):
         verbose_name = _("delivery")
         verbose_name_plural = _("deliveries")
         indexes = [
-            models.Index(fields=["recipient", "-created_at"], name="nt_deliv_recipient"),
-            # Prefix search (recipient LIKE 'x%'): PostgreSQL uses an ordinary index for
-            # that only under the "C" collation; other backends ignore opclasses.
-            models.Index(
-                fields=["recipient"],
-                name="nt_deliv_recipient_prefix",
-                opclasses=["varchar_pattern_ops"],
-            ),
+            # The search by address in any case: recipient__iexact and __istartswith
+            # compare UPPER(recipient). On PostgreSQL migration 0004 builds it with the
+            # text_pattern_ops operator class, so that it serves LIKE 'ABC%' under any
+            # collation as well as equality (docs/activity-log.md).
+            models.Index(Upper("recipient"), name="nt_deliv_recipient_upper"),
             models.Index(fields=["message_id"], name="nt_deliv_message_id"),
             models.Index(fields=["email_message_id"], name="nt_deliv_email_msgid"),
             models.Index(fields=["-created_at"], name="nt_deliv_created"),

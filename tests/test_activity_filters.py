@@ -93,6 +93,41 @@ def test_recipient_matches_the_lower_case_form(task):
     assert recipients({"recipient": "Alice@Example.COM"}) == ["alice@example.com"]
 
 
+def test_recipient_is_matched_in_any_case(task):
+    # Addresses are stored as given: a mixed-case one is found however it is typed.
+    make_notification(task, ["Alice@Example.com", "bob@example.com", "alice@example.org"])
+    for typed in ("Alice@Example.com", "alice@example.com", "ALICE@EXAMPLE.COM"):
+        assert recipients({"recipient": typed}) == ["Alice@Example.com"], typed
+    assert recipients({"recipient": "BOB@example.COM"}) == ["bob@example.com"]
+
+
+def test_recipient_prefix_is_matched_in_any_case(task):
+    make_notification(task, ["Alice@Example.com", "alicia@example.com", "ALINA@example.com"])
+    make_notification(task, ["bob@example.com"])
+    expected = ["ALINA@example.com", "Alice@Example.com", "alicia@example.com"]
+    for typed in ("ali", "ALI", "aLi"):
+        assert recipients({"recipient_prefix": typed}) == expected, typed
+    assert recipients({"recipient_prefix": "alice@EXAMPLE"}) == ["Alice@Example.com"]
+    assert recipients({"recipient_prefix": "lice"}) == []  # a prefix, not a substring
+
+
+def test_wildcards_are_literal_in_the_case_insensitive_search(task):
+    addresses = ["A_b@example.com", "axb@example.com", "a%C@example.com", "abc@example.com"]
+    make_notification(task, addresses)
+    # Exact: '_' and '%' match themselves only, in any case.
+    assert recipients({"recipient": "a_B@EXAMPLE.COM"}) == ["A_b@example.com"]
+    assert recipients({"recipient": "A%c@example.com"}) == ["a%C@example.com"]
+    assert recipients({"recipient": "a%b@example.com"}) == []  # would match A_b as a LIKE
+    assert recipients({"recipient": "%"}) == []
+    assert recipients({"recipient": "_"}) == []
+    # Prefix: likewise.
+    assert recipients({"recipient_prefix": "a_"}) == ["A_b@example.com"]
+    assert recipients({"recipient_prefix": "A%"}) == ["a%C@example.com"]
+    assert recipients({"recipient_prefix": "a%c"}) == ["a%C@example.com"]
+    assert recipients({"recipient_prefix": "%"}) == []
+    assert recipients({"recipient_prefix": "_"}) == []
+
+
 def test_recipient_prefix(task):
     make_notification(task, ["alice@example.com", "alicia@example.com", "bob@example.com"])
     assert recipients({"recipient_prefix": "ali"}) == ["alice@example.com", "alicia@example.com"]

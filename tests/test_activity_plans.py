@@ -47,17 +47,36 @@ def plan(queryset) -> str:
     return queryset.explain()
 
 
-def test_recipient_search_reads_the_recipient_index():
-    assert "nt_deliv_recipient" in plan(search({"recipient": "user3@example.com"})[:51])
-
-
-def test_recipient_prefix_search_reads_an_index():
-    # On PostgreSQL LIKE 'x%' needs the varchar_pattern_ops index (non-C collations).
-    # SQLite cannot serve Django's LIKE ... ESCAPE from any index: PostgreSQL only.
+def test_recipient_search_reads_the_upper_recipient_index():
+    # The search is case-insensitive: UPPER(recipient) = UPPER(...), from the index on
+    # that expression. SQLite answers iexact with LIKE ... ESCAPE, which no index serves.
     if connection.vendor != "postgresql":
         pytest.skip("SQLite answers LIKE ... ESCAPE by scanning; CI runs this on PostgreSQL")
-    query = plan(search({"recipient_prefix": "user3"})[:51])
-    assert "nt_deliv_recipient" in query, query
+    query = plan(search({"recipient": "User3@Example.COM"})[:51])
+    assert "nt_deliv_recipient_upper" in query, query
+    assert "Seq Scan" not in query, query
+
+
+@pytest.mark.parametrize("prefix", ["user3", "USER3@", "us%er", "u_er"])
+def test_recipient_prefix_search_reads_the_upper_recipient_index(prefix):
+    # text_pattern_ops (migration 0004) lets LIKE 'USER3%' use the index under any
+    # collation; the escaped wildcards stay literal and keep the prefix range.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite answers LIKE ... ESCAPE by scanning; CI runs this on PostgreSQL")
+    query = plan(search({"recipient_prefix": prefix})[:51])
+    assert "nt_deliv_recipient_upper" in query, query
+    assert "~>=~" in query, query  # a range on the index, not a filter after a scan
+
+
+def test_the_recipient_index_has_the_pattern_operator_class():
+    if connection.vendor != "postgresql":
+        pytest.skip("operator classes exist on PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'nt_deliv_recipient_upper'"
+        )
+        (definition,) = cursor.fetchone()
+    assert "upper((recipient)::text) text_pattern_ops" in definition, definition
 
 
 def test_target_search_reads_the_target_index(tasks):

@@ -6,9 +6,10 @@ parameter means the same everywhere and bad input fails the same way: a
 :class:`FilterError` whose ``errors`` name each bad parameter (a 400, never a 500).
 
 Every filter is written so that the database can answer it from an index on the
-deliveries table: the recipient is matched exactly or by prefix (``LIKE 'abc%'``,
-wildcards escaped by Django), never with a leading wildcard; see docs/activity-log.md
-for the query plans.
+deliveries table: the recipient is matched whole or by prefix, in any case
+(``UPPER(recipient) = UPPER('...')``, ``UPPER(recipient) LIKE UPPER('abc%')``, the
+wildcards escaped by Django), from the index on ``UPPER(recipient)``; never with a
+leading wildcard. See docs/activity-log.md for the query plans.
 """
 
 from __future__ import annotations
@@ -95,9 +96,10 @@ class DeliveryFilter:
     def _recipient_conditions(self) -> list[Q]:
         conditions = []
         if self.recipients:
-            conditions.append(Q(recipient__in=self.recipients))
+            exact = [Q(recipient__iexact=address) for address in self.recipients]
+            conditions.append(reduce(operator.or_, exact))
         if self.recipient_prefixes:
-            prefixes = [Q(recipient__startswith=prefix) for prefix in self.recipient_prefixes]
+            prefixes = [Q(recipient__istartswith=prefix) for prefix in self.recipient_prefixes]
             conditions.append(reduce(operator.or_, prefixes))
         return conditions
 
@@ -181,17 +183,13 @@ def _problem_with(value: Any) -> str | None:
 
 
 def _recipient(value: str) -> dict[str, Any]:
-    """The address, and its placeholder: deliveries anonymised by the purge show too."""
-    return {"recipients": (*_address_forms(value), placeholder(value))}
+    """The address in any case, and its placeholder: anonymised deliveries show too."""
+    return {"recipients": (value, placeholder(value))}
 
 
 def _recipient_prefix(value: str) -> dict[str, Any]:
-    return {"recipient_prefixes": _address_forms(value)}
-
-
-def _address_forms(value: str) -> tuple[str, ...]:
-    """As typed, and in lower case: the email channel keeps addresses as given."""
-    return tuple(dict.fromkeys((value, value.lower())))
+    """The beginning of an address, in any case (a prefix, never a substring)."""
+    return {"recipient_prefixes": (value,)}
 
 
 def _subject(value: str) -> dict[str, Any]:
