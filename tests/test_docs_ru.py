@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (Russian text: its Cyrillic letters are meant, not look-alikes)
 """The Russian documentation (docs/ru) cannot drift from the English pages.
 
 `mkdocs build --strict` already checks that every link and anchor resolves and that every
