@@ -3,12 +3,14 @@
 `mkdocs build --strict` already checks that every link and anchor resolves and that every
 page is in the nav. What it cannot know is checked here: each Russian page translates an
 English one, a Russian page links to the Russian version of a page when there is one, and
-every English page is either translated or named as English-only on docs/ru/index.md.
+every English page is either translated or named as English-only on docs/ru/index.md,
+and each Russian heading keeps the anchor of its English heading.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -40,3 +42,31 @@ def test_every_english_page_is_translated_or_named_as_english_only():
         if not (RU / p.name).exists() and f"](../{p.name}" not in index
     ]
     assert not missing, "translate them, or list them on docs/ru/index.md as English-only"
+
+
+def _slug(heading: str) -> str:
+    """Python-Markdown's default heading id (the toc extension's slugify)."""
+    text = unicodedata.normalize("NFKD", heading).encode("ascii", "ignore").decode()
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+
+
+def _heading_ids(text: str) -> list[str]:
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    ids = []
+    for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE):
+        explicit = re.search(r"\{#([\w-]+)\}\s*$", heading)
+        ids.append(explicit[1] if explicit else _slug(heading))
+    return ids
+
+
+def test_russian_headings_keep_the_english_anchors():
+    """`page.md#anchor` works in both languages, and a renamed English heading shows."""
+    wrong = []
+    for page in sorted(RU.glob("*.md")):
+        english = set(_heading_ids((DOCS / page.name).read_text(encoding="utf-8")))
+        wrong += [
+            f"{page.name}#{anchor}"
+            for anchor in _heading_ids(page.read_text(encoding="utf-8"))
+            if anchor not in english
+        ]
+    assert not wrong, "give each Russian heading {#id} with the English heading's anchor"
