@@ -67,6 +67,7 @@ def claim(delivery_ids: Iterable[int]) -> list[Delivery]:
     return list(
         Delivery.objects.filter(claim=token)
         .select_related("notification")
+        .prefetch_related("notification__attachments")  # once per batch, not per message
         .order_by("channel", "pk")
     )
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -311,6 +311,35 @@ _SUMMARY_DEFAULTS: dict[str, Any] = {
 _SOURCES = set(EventSource.values)
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One event for :func:`record_events`: the arguments of :func:`record_event`.
+
+    Raises ``ValueError`` when built with an unknown kind or source or a naive time.
+    """
+
+    delivery_id: int
+    kind: str
+    source: str
+    occurred_at: dt.datetime
+    is_machine: bool = False
+    provider_event_id: str = ""
+    user_agent: str = ""
+    ip_address: str | None = None
+    error: str = ""
+    message_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        st.effective_kind(self.kind)  # raises ValueError for an unknown kind
+        if self.source not in _SOURCES:
+            raise ValueError(
+                f"unknown event source {self.source!r}; expected one of {sorted(_SOURCES)}"
+            )
+        if timezone.is_naive(self.occurred_at):
+            raise ValueError("occurred_at must be an aware datetime")
+
+
 def record_event(
     delivery: Delivery | int,
     kind: str,
@@ -331,77 +360,181 @@ def record_event(
     already stored (same ``provider_event_id``), an open or click of a delivery whose
     tracking is off, or any event of a delivery anonymised after its retention.
     ``error`` is the readable reason of a failure or delay; ``message_id`` the
-    provider's id of the message, stored on the delivery.
+    provider's id of the message, stored on the delivery. Raises
+    ``Delivery.DoesNotExist`` when there is no such delivery.
 
     The delivery row is locked while the event applies, so concurrent events never
     lose an update. An event older than the newest one applied makes the summary be
     recomputed from the whole log in time order, so events that arrive out of order
     or twice end in the same state as the same events once and in order.
     """
-    st.effective_kind(kind)  # raises ValueError for an unknown kind
-    if source not in _SOURCES:
-        raise ValueError(f"unknown event source {source!r}; expected one of {sorted(_SOURCES)}")
-    occurred_at = occurred_at or timezone.now()
-    if timezone.is_naive(occurred_at):
-        raise ValueError("occurred_at must be an aware datetime")
     pk = delivery.pk if isinstance(delivery, Delivery) else delivery
-
-    with transaction.atomic():
-        locked = Delivery.objects.select_for_update().get(pk=pk)
-        if locked.recipient.startswith(ANONYMISED_PREFIX):
-            # Past its retention: new events would bring personal data back into it.
-            return None
-        if _tracking_refused(locked, kind, source):
-            return None
-        if provider_event_id and locked.events.filter(provider_event_id=provider_event_id).exists():
-            return None
-        event_details = dict(details or {})
-        if error:
-            event_details["error"] = error
-        event = DeliveryEvent.objects.create(
-            delivery=locked,
-            kind=kind,
-            occurred_at=occurred_at,
-            source=source,
-            is_machine=is_machine,
-            provider_event_id=provider_event_id,
-            user_agent=(user_agent or "")[:USER_AGENT_MAX],
-            ip_address=ip_address,
-            details=event_details,
-        )
-        old_status = locked.status
-        if locked.last_event_at is None or occurred_at >= locked.last_event_at:
-            _apply(locked, event)
-        else:
-            _refold(locked)
-        update_fields = [*_SUMMARY_DEFAULTS, "updated_at"]
-        if message_id:
-            locked.message_id = message_id
-            update_fields.append("message_id")
-        locked.save(update_fields=update_fields)
-
+    new = NewEvent(
+        delivery_id=pk,
+        kind=kind,
+        source=source,
+        occurred_at=occurred_at or timezone.now(),
+        is_machine=is_machine,
+        provider_event_id=provider_event_id,
+        user_agent=user_agent,
+        ip_address=ip_address,
+        error=error,
+        message_id=message_id,
+        details=dict(details or {}),
+    )
+    batch = _Batch([new])
+    if pk not in batch.deliveries:
+        raise Delivery.DoesNotExist(f"Delivery {pk} does not exist")
     if isinstance(delivery, Delivery):
-        _copy_summary(locked, delivery)
-    if locked.status != old_status:
-        transaction.on_commit(
-            lambda: delivery_status_changed.send(
-                sender=Delivery,
-                delivery=locked,
-                old_status=old_status,
-                new_status=locked.status,
-                event=event,
+        _copy_summary(batch.deliveries[pk], delivery)
+    return batch.stored[0]
+
+
+def record_events(events: Sequence[NewEvent]) -> list[DeliveryEvent | None]:
+    """Store and apply many events at once: :func:`record_event` for a batch.
+
+    One transaction; each delivery concerned is locked and written once, whatever
+    the number of its events, and the events are inserted together. The result has
+    one item per event, in order: the stored event, or None when it was not stored
+    (as in ``record_event``, and also when its delivery does not exist, e.g. purged).
+    """
+    if not events:
+        return []
+    return _Batch(list(events)).stored
+
+
+class _Batch:
+    """Stores and applies a list of events in one transaction (see record_events)."""
+
+    def __init__(self, events: list[NewEvent]):
+        self.events = events
+        self.stored: list[DeliveryEvent | None] = [None] * len(events)
+        with transaction.atomic():
+            self.deliveries, seen = self._lock()
+            self._store(seen)
+            changes = self._apply()
+        for delivery, old_status, event in changes:
+            transaction.on_commit(_status_signal(delivery, old_status, event))
+
+    def _lock(self) -> tuple[dict[int, Delivery], set[tuple[int, str]]]:
+        """Lock the deliveries (in pk order); find the provider event ids already stored."""
+        pks = sorted({event.delivery_id for event in self.events})
+        provider_ids = {event.provider_event_id for event in self.events} - {""}
+        query = Delivery.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+        if len(self.events) == 1 and provider_ids:
+            # The common single event with an id: the duplicate check rides on the lock.
+            stored = DeliveryEvent.objects.filter(
+                delivery=models.OuterRef("pk"), provider_event_id=self.events[0].provider_event_id
             )
+            rows = list(query.annotate(_seen=models.Exists(stored)))
+            seen = {(row.pk, self.events[0].provider_event_id) for row in rows if row._seen}
+            return {row.pk: row for row in rows}, seen
+        deliveries = {row.pk: row for row in query}
+        if not provider_ids:
+            return deliveries, set()
+        seen = set(
+            DeliveryEvent.objects.filter(
+                delivery_id__in=pks, provider_event_id__in=provider_ids
+            ).values_list("delivery_id", "provider_event_id")
         )
-    return event
+        return deliveries, seen
+
+    def _store(self, seen: set[tuple[int, str]]) -> None:
+        """Insert the events that are to be stored, in one statement."""
+        receipt_wanted = self._read_receipts_requested()
+        for index, new in enumerate(self.events):
+            delivery = self.deliveries.get(new.delivery_id)
+            if delivery is None or delivery.recipient.startswith(ANONYMISED_PREFIX):
+                # Gone, or past its retention: new events would bring personal data back.
+                continue
+            if _tracking_refused(delivery, new.kind, new.source, receipt_wanted):
+                continue
+            if new.provider_event_id:
+                key = (delivery.pk, new.provider_event_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+            details = dict(new.details)
+            if new.error:
+                details["error"] = new.error
+            self.stored[index] = DeliveryEvent(
+                delivery=delivery,
+                kind=new.kind,
+                occurred_at=new.occurred_at,
+                source=new.source,
+                is_machine=new.is_machine,
+                provider_event_id=new.provider_event_id,
+                user_agent=(new.user_agent or "")[:USER_AGENT_MAX],
+                ip_address=new.ip_address,
+                details=details,
+            )
+        DeliveryEvent.objects.bulk_create([event for event in self.stored if event is not None])
+
+    def _read_receipts_requested(self) -> set[int]:
+        """The deliveries (among those with an MDN event) whose notification asked for one."""
+        pks = {new.delivery_id for new in self.events if new.source == EventSource.MDN}
+        if not pks:
+            return set()
+        return set(
+            Delivery.objects.filter(
+                pk__in=pks, notification__request_read_receipt=True
+            ).values_list("pk", flat=True)
+        )
+
+    def _apply(self) -> list[tuple[Delivery, str, DeliveryEvent]]:
+        """Apply the stored events to their deliveries and save each delivery once."""
+        by_delivery: dict[int, list[tuple[NewEvent, DeliveryEvent]]] = {}
+        for new, event in zip(self.events, self.stored, strict=True):
+            if event is not None:
+                by_delivery.setdefault(new.delivery_id, []).append((new, event))
+        changes = []
+        for pk, pairs in by_delivery.items():
+            delivery = self.deliveries[pk]
+            old_status = delivery.status
+            events = sorted((event for _, event in pairs), key=lambda event: event.occurred_at)
+            if delivery.last_event_at is None or events[0].occurred_at >= delivery.last_event_at:
+                for event in events:
+                    _apply(delivery, event)
+            else:
+                _refold(delivery)
+            message_ids = [new.message_id for new, _ in pairs if new.message_id]
+            if message_ids:
+                delivery.message_id = message_ids[-1]
+            changes.append((delivery, old_status, events[-1]))
+        _save([delivery for delivery, _, _ in changes])
+        return [change for change in changes if change[0].status != change[1]]
 
 
-def _tracking_refused(delivery: Delivery, kind: str, source: str) -> bool:
+_SAVED_FIELDS = [*_SUMMARY_DEFAULTS, "message_id", "updated_at"]
+
+
+def _save(deliveries: list[Delivery]) -> None:
+    if len(deliveries) == 1:
+        deliveries[0].save(update_fields=_SAVED_FIELDS)
+    elif deliveries:
+        now = timezone.now()
+        for delivery in deliveries:
+            delivery.updated_at = now  # bulk_update does not apply auto_now
+        Delivery.objects.bulk_update(deliveries, _SAVED_FIELDS, batch_size=200)
+
+
+def _status_signal(delivery: Delivery, old_status: str, event: DeliveryEvent) -> Callable[[], Any]:
+    return lambda: delivery_status_changed.send(
+        sender=Delivery,
+        delivery=delivery,
+        old_status=old_status,
+        new_status=delivery.status,
+        event=event,
+    )
+
+
+def _tracking_refused(delivery: Delivery, kind: str, source: str, receipt_wanted: set[int]) -> bool:
     """Whether this open or click must not be recorded: tracking is off for the delivery.
 
     A read receipt (MDN) the notification asked for is the recipient's own, deliberate
     answer, not tracking: it is recorded even then.
     """
-    if source == EventSource.MDN and delivery.notification.request_read_receipt:
+    if source == EventSource.MDN and delivery.pk in receipt_wanted:
         return False
     if kind == st.OPENED:
         return not delivery.track_opens
@@ -448,12 +581,12 @@ def _apply(delivery: Delivery, event: DeliveryEvent) -> None:
 
 def _refold(delivery: Delivery) -> None:
     """Recompute the summary from the whole event log, in time order."""
-    for field, value in _SUMMARY_DEFAULTS.items():
-        setattr(delivery, field, value)
+    for name, value in _SUMMARY_DEFAULTS.items():
+        setattr(delivery, name, value)
     for event in delivery.events.order_by("occurred_at", "id"):
         _apply(delivery, event)
 
 
 def _copy_summary(source: Delivery, target: Delivery) -> None:
-    for field in (*_SUMMARY_DEFAULTS, "message_id", "updated_at"):
-        setattr(target, field, getattr(source, field))
+    for name in _SAVED_FIELDS:
+        setattr(target, name, getattr(source, name))

@@ -231,4 +231,4 @@ def test_a_delivery_purged_between_matching_and_recording_is_skipped(task):
         esp="SendGrid", kind="delivered", occurred_at=dt.datetime.now(dt.timezone.utc),
         provider_event_id="ev-gone",
     )  # fmt: skip
-    assert _record(event, target) == "gone"
+    assert _record([(event, target)]) == {"gone": 1}

@@ -1,9 +1,10 @@
 """The worker side: match queued ESP events to deliveries and record them.
 
-Matching costs two or three queries per chunk, whatever its size; then each event goes
-through :func:`notify_tracking.service.record_event` (in time order, so that refolds
-stay rare). Every event carries a provider event id, so applying a chunk twice (a
-retried task) stores nothing twice.
+Matching costs two or three queries per chunk, whatever its size; then the whole chunk
+goes through :func:`notify_tracking.service.record_events` in one transaction (in time
+order, so that refolds stay rare): each delivery touched is locked and written once.
+Every event carries a provider event id, so applying a chunk twice (a retried task)
+stores nothing twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple
 
 from ..models import Delivery, EventSource
 from ..retention import PLACEHOLDER_PREFIX
-from ..service import record_event
+from ..service import NewEvent, record_events
 
 logger = logging.getLogger("notify_tracking.esp")
 
@@ -118,18 +119,21 @@ def apply_events(events: list[dict[str, Any]]) -> dict[str, int]:
     """Record these queued ESP events; return how many were applied, skipped and why.
 
     Counts: ``applied`` (stored), ``duplicate`` (already stored, or tracking refused),
-    ``unknown`` (no delivery matched: logged), ``malformed`` (unusable: logged).
+    ``gone`` (the delivery was purged meanwhile), ``unknown`` (no delivery matched:
+    logged), ``malformed`` (unusable: logged).
     """
     counts: Counter[str] = Counter()
     parsed = _parse(events, counts)
     matcher = DeliveryMatcher(parsed)
     unknown: list[QueuedEvent] = []
+    matched: list[tuple[QueuedEvent, Target]] = []
     for event in sorted(parsed, key=lambda e: e.occurred_at):
         target = matcher.match(event)
         if target is None:
             unknown.append(event)
-            continue
-        counts[_record(event, target)] += 1
+        else:
+            matched.append((event, target))
+    counts.update(_record(matched))
     counts["unknown"] = len(unknown)
     if unknown:
         _log_unknown(unknown)
@@ -151,38 +155,56 @@ def _parse(events: list[dict[str, Any]], counts: Counter[str]) -> list[QueuedEve
     return parsed
 
 
-def _record(event: QueuedEvent, target: Target) -> str:
+def _record(matched: list[tuple[QueuedEvent, Target]]) -> Counter[str]:
+    """Record the matched events in one ``record_events()`` call: one transaction."""
+    counts: Counter[str] = Counter()
+    batch: list[NewEvent] = []
+    for event, target in matched:
+        try:
+            batch.append(_new_event(event, target))
+        except ValueError as error:
+            counts["malformed"] += 1
+            logger.warning(
+                "notify_tracking: skipped a malformed %s event for delivery %s: %s",
+                event.esp,
+                target.pk,
+                error,
+            )
+    stored = record_events(batch)
+    skipped = {new.delivery_id for new, event in zip(batch, stored, strict=True) if event is None}
+    # Purged by retention between matching and recording: nothing left to update.
+    existing = set(Delivery.objects.filter(pk__in=skipped).values_list("pk", flat=True))
+    for new, event in zip(batch, stored, strict=True):
+        if event is not None:
+            counts["applied"] += 1
+        elif new.delivery_id in existing:
+            counts["duplicate"] += 1
+        else:
+            counts["gone"] += 1
+            logger.info(
+                "notify_tracking: %s event for purged delivery %s ignored",
+                new.details.get("esp", "ESP"),
+                new.delivery_id,
+            )
+    return counts
+
+
+def _new_event(event: QueuedEvent, target: Target) -> NewEvent:
     # Store the provider's id on a delivery matched by token that does not know it yet.
     message_id = event.message_id if event.token and not target.message_id else None
-    try:
-        stored = record_event(
-            target.pk,
-            event.kind,
-            source=EventSource.ESP,
-            occurred_at=event.occurred_at,
-            is_machine=event.is_machine,
-            provider_event_id=event.provider_event_id,
-            user_agent=event.user_agent,
-            ip_address=event.ip_address,
-            error=event.error,
-            message_id=message_id,
-            details=event.details,
-        )
-    except ValueError as error:
-        logger.warning(
-            "notify_tracking: skipped a malformed %s event for delivery %s: %s",
-            event.esp,
-            target.pk,
-            error,
-        )
-        return "malformed"
-    except Delivery.DoesNotExist:
-        # Purged by retention between matching and recording: nothing left to update.
-        logger.info(
-            "notify_tracking: %s event for purged delivery %s ignored", event.esp, target.pk
-        )
-        return "gone"
-    return "applied" if stored is not None else "duplicate"
+    return NewEvent(
+        delivery_id=target.pk,
+        kind=event.kind,
+        source=EventSource.ESP,
+        occurred_at=event.occurred_at,
+        is_machine=event.is_machine,
+        provider_event_id=event.provider_event_id,
+        user_agent=event.user_agent,
+        ip_address=event.ip_address,
+        error=event.error,
+        message_id=message_id,
+        details=event.details,
+    )
 
 
 def _log_unknown(unknown: list[QueuedEvent]) -> None:
