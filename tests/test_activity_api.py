@@ -169,6 +169,23 @@ def test_filters_apply(staff_client, task):
     assert [row["recipient"] for row in response.json()["results"]] == ["bob@example.com"]
 
 
+def test_the_address_is_searched_in_any_case(staff_client, task):
+    make_notification(task, ["Alice@Example.com", "a_b@example.com", "axb@example.com"])
+
+    def found(params):
+        response = staff_client.get(LOG, params)
+        assert response.status_code == 200, response.content
+        return sorted(row["recipient"] for row in response.json()["results"])
+
+    assert found({"recipient": "alice@example.com"}) == ["Alice@Example.com"]
+    assert found({"recipient": "ALICE@EXAMPLE.COM"}) == ["Alice@Example.com"]
+    assert found({"recipient_prefix": "aLiCe@"}) == ["Alice@Example.com"]
+    # '_' and '%' typed by support are the characters themselves, not wildcards.
+    assert found({"recipient_prefix": "A_"}) == ["a_b@example.com"]
+    assert found({"recipient": "A%B@example.com"}) == []
+    assert found({"recipient_prefix": "%"}) == []
+
+
 # --- paging ------------------------------------------------------------------------------
 
 

@@ -80,6 +80,12 @@ def test_the_export_takes_the_filters_of_the_log(staff_client, task):
     assert [row["recipient"] for row in rows] == ["bob@example.com"]
 
 
+def test_the_export_finds_an_address_in_any_case(staff_client, task):
+    make_notification(task, ["Carol@Example.com", "bob@example.com"])
+    rows = read_csv(staff_client.get(EXPORT, {"recipient": "carol@EXAMPLE.com"}))
+    assert [row["recipient"] for row in rows] == ["Carol@Example.com"]
+
+
 def test_bad_filters_are_a_400_naming_them(staff_client):
     response = staff_client.get(EXPORT, {"since": "last week", "colour": "red"})
     assert response.status_code == 400

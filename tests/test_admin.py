@@ -96,6 +96,7 @@ def test_delivery_changelist_shows_columns(admin_client):
     ("term", "expected"),
     [
         ("user1@example.com", {"user1@example.com"}),
+        ("User1@Example.COM", {"user1@example.com"}),  # an address in any case
         ("user1", {"user1@example.com", "user10@example.com", "user11@example.com"}),
         ("Weekly", {"zed@example.org"}),
         ("example.com", set()),
