@@ -3,9 +3,15 @@
 The page (bench/benchapp/templates/benchapp/comments.html) lists 200 comments, each
 notified to 3 people in mixed states. With badges it adds ``{% delivery_badge_assets %}``,
 ``{% delivery_badges_for comments as badges %}`` and ``{% delivery_badge comment badges %}``
-per comment (docs/template-tags.md). Both pages are fetched in-process with Django's
-test client as a logged-in staff user, alternately, ``ITERATIONS`` times each after a
-warm-up; the figure is the median time per page, and the ratio with/without.
+per comment (docs/template-tags.md): each badge is its icon, from one aggregate
+query (``badge_states()``), and its popup loads its details when opened. Both pages
+are fetched in-process with Django's test client as a logged-in staff user,
+alternately, ``ITERATIONS`` times each after a warm-up; the figure is the median time
+per page, and the ratio with/without.
+
+Apart: ``badge_states()`` and ``summaries()`` of the 200 comments alone, and what
+opening one popup costs (the ``status-badge`` fragment of one comment, a request of
+its own).
 """
 
 from __future__ import annotations
@@ -57,18 +63,34 @@ def run() -> dict[str, Any]:
                 client.get(url)
                 samples[name].append(time.perf_counter() - started)
 
-    # Where the difference goes: the three summary queries and the dicts built from
-    # them, apart from rendering (the rest of the difference).
+    # Where the difference goes: the badges' aggregate query and the dicts built from
+    # it, apart from rendering (the rest of the difference); summaries() for
+    # comparison (what the badges used before the popup loaded on open).
+    from django.urls import reverse
+
     from notify_tracking import summaries
+    from notify_tracking.aggregate import badge_states
 
     from .benchapp.models import Comment
 
     comments = list(Comment.objects.select_related("author")[:COMMENTS])
-    summary_samples = []
+    state_samples, summary_samples, popup_samples = [], [], []
+    popup_url = reverse("notify_tracking:status-badge", args=["benchapp.comment", comments[0].pk])
+    with CaptureQueriesContext(connection) as captured:
+        popup = client.get(popup_url)
+    popup_queries = len(captured)  # now: the next request empties the query log
+    if popup.status_code != 200 or b"data-nt-recipient" not in popup.content:
+        raise RuntimeError(f"{popup_url} answered {popup.status_code} without recipients")
     for _ in range(ITERATIONS):
+        started = time.perf_counter()
+        badge_states(comments)
+        state_samples.append(time.perf_counter() - started)
         started = time.perf_counter()
         summaries(comments)
         summary_samples.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        client.get(popup_url)
+        popup_samples.append(time.perf_counter() - started)
 
     plain, badges = median_ms(samples["plain"]), median_ms(samples["badges"])
     figures = {
@@ -78,7 +100,11 @@ def run() -> dict[str, Any]:
         "plain_ms": plain,
         "badges_ms": badges,
         "ratio": ratio(badges, plain),
+        "badge_states_ms": median_ms(state_samples),
         "summaries_ms": median_ms(summary_samples),
+        "popup_ms": median_ms(popup_samples),
+        "popup_queries": popup_queries,
+        "popup_bytes": len(popup.content),
         "plain_queries": found["plain"]["queries"],
         "badges_queries": found["badges"]["queries"],
         "pages": found,
@@ -89,7 +115,9 @@ def run() -> dict[str, Any]:
             "plain_ms": plain,
             "badges_ms": badges,
             "ratio": figures["ratio"],
+            "badge_states_ms": figures["badge_states_ms"],
             "summaries_ms": figures["summaries_ms"],
+            "popup_ms": f"{figures['popup_ms']} ({popup_queries} queries)",
             "queries": f"{found['plain']['queries']} vs {found['badges']['queries']}",
             "badges_rendered": found["badges"]["badges"],
         },

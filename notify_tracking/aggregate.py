@@ -13,6 +13,9 @@ label adds the failures, e.g. "Delivered to 2 of 3; Error (1 of 3)".
 
 :func:`summaries` costs the same few queries whatever the number of targets (one for
 the notifications, one for their deliveries, one for the links and files used).
+
+:func:`badge_states` is what a list of badges needs and no more: the same ``state``,
+``label`` and counts, from one aggregate query, without the per-recipient details.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.db import connections, models, router
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, pgettext
@@ -100,14 +103,46 @@ def summaries(targets: Iterable[models.Model]) -> SummaryMap:
     instance (``result[obj]`` or ``result.for_object(obj)``): their bare pk is ambiguous.
     """
     targets = list(targets)
-    keys = [_key_of(target) for target in targets]
+    result = SummaryMap()
+    keys = [result.key_of(target) for target in targets]
     notifications = _latest_notifications(keys)
     deliveries = _deliveries_of([row["id"] for row in notifications.values()])
-    result = SummaryMap()
     for target, key in zip(targets, keys, strict=True):
         latest = notifications.get(key)
         rows = deliveries.get(latest["id"], []) if latest else []
         result.add(target, key, build_summary(latest, rows))
+    return result
+
+
+def badge_states(targets: Iterable[models.Model]) -> SummaryMap:
+    """What the badges of many targets show, from one aggregate query: ``{target.pk: state}``.
+
+    Each value has the keys of a summary that describe the whole notification:
+    ``state``, ``complete``, ``errors``, ``total``, ``counts``, ``reached``, ``label``,
+    ``notification_count`` and ``sender_ids`` (for the ``PERMISSION`` callable), but no
+    ``deliveries``, ``notification`` or ``settled``: those are the popup's, which
+    loads them with :func:`summary` when it is opened. A target never notified has
+    ``state`` None. The result is looked up like :func:`summaries`' (pk or instance).
+    """
+    targets = list(targets)
+    result = SummaryMap()
+    keys = [result.key_of(target) for target in targets]
+    notifications = _latest_notification_counts(keys)
+    described: dict[tuple[int, ...], dict[str, Any]] = {}  # a list repeats few combinations
+    for target, key in zip(targets, keys, strict=True):
+        latest = notifications.get(key)
+        counts = latest["counts"] if latest else (0,) * len(st.STATUSES)
+        if counts not in described:
+            described[counts] = describe(dict(zip(st.STATUSES, counts, strict=True)))
+        result.add(
+            target,
+            key,
+            {
+                **described[counts],
+                "notification_count": latest["count"] if latest else 0,
+                "sender_ids": latest["sender_ids"] if latest else [],
+            },
+        )
     return result
 
 
@@ -118,6 +153,17 @@ class SummaryMap(dict):
         super().__init__()
         self._by_key: dict[tuple[int, str], dict[str, Any]] = {}
         self._ambiguous: set[Any] = set()
+        self._content_types: dict[type, int] = {}
+
+    def key_of(self, target: models.Model) -> tuple[int, str]:
+        """``(content type id, str(pk))`` of ``target``; the content types are remembered
+        by model, as a page looks up each of its targets."""
+        content_type_id = self._content_types.get(type(target))
+        if content_type_id is None or target.pk is None:
+            key = _key_of(target)
+            self._content_types[type(target)] = key[0]
+            return key
+        return content_type_id, str(target.pk)
 
     def add(self, target: models.Model, key: tuple[int, str], value: dict[str, Any]) -> None:
         known = self._by_key.get(key)
@@ -130,7 +176,7 @@ class SummaryMap(dict):
 
     def for_object(self, target: models.Model) -> dict[str, Any]:
         """The summary of ``target`` (a model instance); KeyError when it was not asked for."""
-        return self._by_key[_key_of(target)]
+        return self._by_key[self.key_of(target)]
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         if isinstance(key, models.Model):
@@ -141,7 +187,7 @@ class SummaryMap(dict):
 
     def __contains__(self, key: Any) -> bool:
         if isinstance(key, models.Model):
-            return _key_of(key) in self._by_key
+            return self.key_of(key) in self._by_key
         return super().__contains__(key)
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -165,14 +211,9 @@ def _key_of(target: models.Model) -> tuple[int, str]:
 
 def _latest_notifications(keys: list[tuple[int, str]]) -> dict[tuple[int, str], dict]:
     """For each target key, its latest notification (a dict) with ``count`` and ``sender_ids``."""
-    wanted: dict[int, set[str]] = defaultdict(set)
-    for content_type_id, object_id in keys:
-        wanted[content_type_id].add(object_id)
-    if not wanted:
+    condition = _targets_condition(keys)
+    if condition is None:
         return {}
-    condition = Q()
-    for content_type_id, object_ids in wanted.items():
-        condition |= Q(content_type_id=content_type_id, object_id__in=sorted(object_ids))
     rows = (
         Notification.objects.filter(condition)
         .order_by("created_at", "id")
@@ -191,6 +232,105 @@ def _latest_notifications(keys: list[tuple[int, str]]) -> dict[tuple[int, str], 
             "sender_ids": sorted({*senders, row["sender_id"]} - {None}),
         }
     return latest
+
+
+def _latest_notification_counts(keys: list[tuple[int, str]]) -> dict[tuple[int, str], dict]:
+    """For each target key: its latest notification's delivery counts per status (a tuple
+    in the order of ``status.STATUSES``), how many notifications it had, their senders.
+
+    One query: the targets' notifications joined to their deliveries, counted by
+    notification and status (GROUP BY); the latest is picked here, as in
+    :func:`_latest_notifications`.
+    """
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for content_type_id, object_id in keys:
+        wanted[content_type_id].add(object_id)
+    if not wanted:
+        return {}
+    position = {status: index for index, status in enumerate(st.STATUSES)}
+    counts: dict[int, list[int]] = {}
+    latest: dict[tuple[int, str], dict] = {}
+    for notification_id, content_type_id, object_id, sender_id, status, count in _count_rows(
+        wanted
+    ):
+        if notification_id not in counts:  # its first row: rows come in notification order
+            counts[notification_id] = [0] * len(st.STATUSES)
+            key = (content_type_id, object_id)
+            previous = latest.get(key)
+            senders = previous["sender_ids"] if previous else []
+            latest[key] = {
+                "id": notification_id,
+                "count": previous["count"] + 1 if previous else 1,
+                "sender_ids": sorted({*senders, sender_id} - {None}),
+            }
+        if status is not None:  # None: a notification without deliveries
+            counts[notification_id][position[status]] += count
+    for value in latest.values():
+        value["counts"] = tuple(counts[value["id"]])
+    return latest
+
+
+_COUNT_ROWS_SQL = (
+    "SELECT n.{n_id}, n.{n_type}, n.{n_object}, n.{n_sender}, d.{d_status}, COUNT(d.{d_id})"
+    " FROM {notifications} n LEFT JOIN {deliveries} d ON d.{d_notification} = n.{n_id}"
+    " WHERE {conditions}"
+    " GROUP BY n.{n_id}, n.{n_type}, n.{n_object}, n.{n_sender}, n.{n_created}, d.{d_status}"
+    " ORDER BY n.{n_created}, n.{n_id}"
+)
+
+
+def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
+    """``(notification id, content type id, object id, sender id, status, deliveries)``
+    per notification of the wanted targets and status of its deliveries, oldest first.
+
+    Written in SQL rather than with the ORM: the ORM's compiling of this query (a
+    condition per content type, a parameter per target) cost as much as running it,
+    for every list page. Plain SQL-92 (LEFT JOIN, GROUP BY, IN): any database Django
+    supports.
+    """
+    connection = connections[router.db_for_read(Notification)]
+    quote = connection.ops.quote_name
+
+    def column(model: type[models.Model], field: str) -> str:
+        return quote(model._meta.get_field(field).column)
+
+    names = {
+        "notifications": quote(Notification._meta.db_table),
+        "deliveries": quote(Delivery._meta.db_table),
+        "n_id": column(Notification, "id"),
+        "n_type": column(Notification, "content_type"),
+        "n_object": column(Notification, "object_id"),
+        "n_sender": column(Notification, "sender"),
+        "n_created": column(Notification, "created_at"),
+        "d_id": column(Delivery, "id"),
+        "d_notification": column(Delivery, "notification"),
+        "d_status": column(Delivery, "status"),
+    }
+    conditions, params = [], []
+    for content_type_id, object_ids in wanted.items():
+        placeholders = ", ".join(["%s"] * len(object_ids))
+        conditions.append(
+            f"(n.{names['n_type']} = %s AND n.{names['n_object']} IN ({placeholders}))"
+        )
+        params += [content_type_id, *sorted(object_ids)]
+    # Names are quoted from the models' _meta; every value is a parameter.
+    sql = _COUNT_ROWS_SQL.format(**names, conditions=" OR ".join(conditions))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _targets_condition(keys: list[tuple[int, str]]) -> Q | None:
+    """The notifications of these target keys (None when there are none)."""
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for content_type_id, object_id in keys:
+        wanted[content_type_id].add(object_id)
+    if not wanted:
+        return None
+    condition = Q()
+    for content_type_id, object_ids in wanted.items():
+        condition |= Q(content_type_id=content_type_id, object_id__in=sorted(object_ids))
+    return condition
 
 
 def _deliveries_of(notification_ids: list[int]) -> dict[int, list[dict]]:

@@ -1,24 +1,41 @@
-"""How a summary is shown as an HTML badge: shared by the template tag and the fragment view.
+"""How a status is shown as an HTML badge: shared by the template tags and the fragment view.
 
-The popup is rendered inline, hidden, next to the icon: opening it needs no request.
-Its refresh button asks :func:`notify_tracking.views.badge_fragment` for the same HTML
-again, so there is one renderer (this template) and one permission rule.
+Two forms, one look:
+
+- the **full badge** (:func:`render_badge`, ``notify_tracking/badge.html``): the icon
+  and its popup with every recipient's details, hidden next to it. ``{% delivery_badge
+  obj %}`` renders it for one object, and the fragment view
+  (:func:`notify_tracking.views.badge_fragment`) serves it to the popup script;
+- the **icon** (:class:`BadgeIcons`): the icon button alone, what a list renders for
+  each object. When it is opened, the script loads the full badge from the fragment
+  view and puts it in its place; the popup's refresh button does the same again.
+
+The icon is built here rather than by a template: a list renders hundreds of them,
+and its markup repeats (one string per state, label and count on a page).
 """
 
 from __future__ import annotations
 
 import secrets
+import uuid
 from typing import Any
+from urllib.parse import quote
 
 from django.db import models
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
+from django.utils.html import escape, format_html
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
-from .permissions import can_view, for_viewer
+from .permissions import can_view, for_viewer, get_permission
 from .targets import type_of
 
 BADGE_TEMPLATE = "notify_tracking/badge.html"
+#: The characters a URL path segment keeps as they are (what ``reverse()`` keeps).
+_PATH_SAFE = "!$&'()*+,;=/~:@"
+_PK_PLACEHOLDER = "0nt0pk0"
 
 
 def icon_url(state: str) -> str:
@@ -26,8 +43,8 @@ def icon_url(state: str) -> str:
     return static(f"notify_tracking/icons/{state}.svg")
 
 
-def refresh_url(target: models.Model) -> str | None:
-    """The URL of the badge fragment of ``target``; None when the app's urls are not mounted."""
+def details_url(target: models.Model) -> str | None:
+    """The URL of the full badge of ``target``; None when the app's urls are not mounted."""
     try:
         return reverse(
             "notify_tracking:status-badge",
@@ -37,14 +54,42 @@ def refresh_url(target: models.Model) -> str | None:
         return None
 
 
+#: The former name of :func:`details_url`.
+refresh_url = details_url
+
+
+def aria_label(label: str) -> str:
+    """What a screen reader says for a badge's button."""
+    return _("Notification status: %(label)s") % {"label": label}
+
+
+def badge_classes(status: dict[str, Any]) -> str:
+    """The classes of a badge: its state, and whether some recipients are behind or failed."""
+    names = ["nt-badge", f"nt-badge--{status['state']}"]
+    if not status["complete"]:
+        names.append("nt-badge--partial")
+    if status["errors"] and status["state"] != "error":
+        names.append("nt-badge--has-errors")
+    return " ".join(names)
+
+
+def reached_count(status: dict[str, Any]) -> int:
+    """How many recipients reached the badge's state (failed ones, for ``error``)."""
+    state = status["state"]
+    return status["errors"] if state == "error" else status["reached"][state]
+
+
 def badge_context(target: models.Model, summary: dict[str, Any], user: Any) -> dict[str, Any]:
     """What ``notify_tracking/badge.html`` needs to show ``summary`` to ``user``."""
     shown = for_viewer(summary, user)
     return {
         "status": shown,
         "state": shown["state"],
+        "classes": badge_classes(shown),
+        "reached_count": reached_count(shown),
         "icon_url": icon_url(shown["state"]),
-        "refresh_url": refresh_url(target),
+        "details_url": details_url(target),
+        "refresh_url": details_url(target),
         "popup_id": f"nt-popup-{secrets.token_hex(6)}",
         "partial": not shown["complete"],
         "mixed_errors": bool(shown["errors"]) and shown["state"] != "error",
@@ -52,7 +97,8 @@ def badge_context(target: models.Model, summary: dict[str, Any], user: Any) -> d
 
 
 def render_badge(target: models.Model, summary: dict[str, Any], user: Any) -> str:
-    """The badge HTML of ``target`` for ``user``; empty when nothing is to be shown.
+    """The full badge HTML of ``target`` for ``user`` (icon and popup); empty when nothing
+    is to be shown.
 
     Nothing is shown for a target never notified, or one whose status ``user`` may not
     see (the ``PERMISSION`` setting).
@@ -60,3 +106,93 @@ def render_badge(target: models.Model, summary: dict[str, Any], user: Any) -> st
     if summary["state"] is None or not can_view(user, target, summary):
         return ""
     return render_to_string(BADGE_TEMPLATE, badge_context(target, summary, user))
+
+
+class BadgeIcons:
+    """Renders the icon-only badges of a page, from :func:`~notify_tracking.aggregate.badge_states`.
+
+    Keep one per page (the template tag keeps it in the template's render context): it
+    remembers the markup of each (language, state, label, counts) and the URL pattern
+    of each model, so that a badge costs a permission check and a few string joins.
+    """
+
+    def __init__(self) -> None:
+        self._markup: dict[tuple, tuple[str, str]] = {}
+        self._urls: dict[type[models.Model], tuple[str, str] | None] = {}
+        self._permission = get_permission()  # what can_view() asks, looked up once
+
+    def render(self, target: models.Model, status: dict[str, Any], user: Any) -> str:
+        """The icon badge of ``target`` for ``user``; empty when nothing is to be shown."""
+        if status["state"] is None or not self._permission(user, target, status):
+            return ""
+        before, after = self._markup_of(status)
+        return f"{before}{self._url_attribute(target)}{after}"
+
+    def _markup_of(self, status: dict[str, Any]) -> tuple[str, str]:
+        key = (
+            get_language(),
+            status["state"],
+            status["label"],
+            status["complete"],
+            status["errors"],
+            status["total"],
+            reached_count(status),
+        )
+        markup = self._markup.get(key)
+        if markup is None:
+            markup = self._markup[key] = self._build(status)
+        return markup
+
+    @staticmethod
+    def _build(status: dict[str, Any]) -> tuple[str, str]:
+        before = format_html(
+            '<span class="{}" data-nt-badge data-nt-state="{}" data-nt-total="{}" '
+            'data-nt-count="{}" data-nt-errors="{}"',
+            badge_classes(status),
+            status["state"],
+            status["total"],
+            reached_count(status),
+            status["errors"],
+        )
+        after = format_html(
+            '><button type="button" class="nt-badge__button" aria-haspopup="dialog" '
+            'aria-expanded="false" aria-label="{}" title="{}" data-nt-toggle>'
+            '<img class="nt-badge__icon" src="{}" alt="" width="16" height="16"></button></span>',
+            aria_label(status["label"]),
+            status["label"],
+            icon_url(status["state"]),
+        )
+        return str(before), str(after)
+
+    def _url_attribute(self, target: models.Model) -> str:
+        """`` data-nt-url="..."``: where the script loads the full badge from."""
+        model = type(target)
+        if model not in self._urls:
+            self._urls[model] = self._url_pattern(target)
+        pattern = self._urls[model]
+        pk = target.pk
+        if isinstance(pk, int | uuid.UUID):
+            text = str(pk)  # nothing to quote or escape
+        else:
+            text = str(pk)
+            if pattern is None or "/" in text:
+                url = details_url(target)  # None, or a pk the pattern cannot hold
+                return "" if url is None else f' data-nt-url="{escape(url)}"'
+            text = escape(quote(text, safe=_PATH_SAFE))
+        if pattern is None:
+            return ""
+        start, end = pattern
+        return f' data-nt-url="{start}{text}{end}"'
+
+    @staticmethod
+    def _url_pattern(target: models.Model) -> tuple[str, str] | None:
+        """The escaped details URL of ``target``'s model, split where the pk goes."""
+        try:
+            url = reverse(
+                "notify_tracking:status-badge",
+                kwargs={"target_type": type_of(target), "pk": _PK_PLACEHOLDER},
+            )
+        except NoReverseMatch:
+            return None
+        start, _placeholder, end = url.rpartition(_PK_PLACEHOLDER)
+        return escape(start), escape(end)

@@ -9,6 +9,7 @@ from django.utils import timezone, translation
 
 from notify_tracking import record_event, summaries, summary
 from notify_tracking import status as st
+from notify_tracking.aggregate import badge_states
 from notify_tracking.models import Notification
 from tests.status_factories import CHAT_CHANNELS, notify_with_statuses
 from tests.testapp.models import Comment, Task, UUIDTask
@@ -16,41 +17,41 @@ from tests.testapp.models import Comment, Task, UUIDTask
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize(
-    ("statuses", "state", "complete", "label"),
-    [
-        ([st.QUEUED], "queued", True, "Queued"),
-        ([st.QUEUED, st.QUEUED], "queued", True, "Queued"),
-        ([st.DEFERRED, st.QUEUED], "queued", True, "Delayed"),
-        ([st.SENT], "sent", True, "Sent"),
-        ([st.SENT, st.SENT, st.SENT], "sent", True, "Sent"),
-        ([st.SENT, st.QUEUED, st.QUEUED], "sent", False, "Sent to 1 of 3"),
-        ([st.DELIVERED], "delivered", True, "Delivered"),
-        ([st.DELIVERED, st.DELIVERED], "delivered", True, "Delivered to all"),
-        ([st.DELIVERED, st.DELIVERED, st.SENT], "delivered", False, "Delivered to 2 of 3"),
-        ([st.OPENED], "read", True, "Read"),
-        ([st.CLICKED], "read", True, "Read"),
-        ([st.OPENED, st.CLICKED, st.OPENED], "read", True, "Read by all"),
-        ([st.OPENED, st.OPENED, st.DELIVERED], "read", False, "Read by 2 of 3"),
-        ([st.CLICKED, st.SENT, st.QUEUED], "read", False, "Read by 1 of 3"),
-        ([st.FAILED], "error", True, "Error"),
-        ([st.BOUNCED, st.REJECTED, st.FAILED], "error", True, "Error"),
-        ([st.COMPLAINED, st.BOUNCED], "error", True, "Error"),
-        (
-            [st.OPENED, st.DELIVERED, st.BOUNCED],
-            "read",
-            False,
-            "Read by 1 of 3; Error (1 of 3)",
-        ),
-        (
-            [st.DELIVERED, st.FAILED, st.REJECTED],
-            "delivered",
-            False,
-            "Delivered to 1 of 3; Errors (2 of 3)",
-        ),
-        ([st.DEFERRED, st.FAILED], "queued", False, "Delayed; Error (1 of 2)"),
-    ],
-)
+CASES = [
+    ([st.QUEUED], "queued", True, "Queued"),
+    ([st.QUEUED, st.QUEUED], "queued", True, "Queued"),
+    ([st.DEFERRED, st.QUEUED], "queued", True, "Delayed"),
+    ([st.SENT], "sent", True, "Sent"),
+    ([st.SENT, st.SENT, st.SENT], "sent", True, "Sent"),
+    ([st.SENT, st.QUEUED, st.QUEUED], "sent", False, "Sent to 1 of 3"),
+    ([st.DELIVERED], "delivered", True, "Delivered"),
+    ([st.DELIVERED, st.DELIVERED], "delivered", True, "Delivered to all"),
+    ([st.DELIVERED, st.DELIVERED, st.SENT], "delivered", False, "Delivered to 2 of 3"),
+    ([st.OPENED], "read", True, "Read"),
+    ([st.CLICKED], "read", True, "Read"),
+    ([st.OPENED, st.CLICKED, st.OPENED], "read", True, "Read by all"),
+    ([st.OPENED, st.OPENED, st.DELIVERED], "read", False, "Read by 2 of 3"),
+    ([st.CLICKED, st.SENT, st.QUEUED], "read", False, "Read by 1 of 3"),
+    ([st.FAILED], "error", True, "Error"),
+    ([st.BOUNCED, st.REJECTED, st.FAILED], "error", True, "Error"),
+    ([st.COMPLAINED, st.BOUNCED], "error", True, "Error"),
+    (
+        [st.OPENED, st.DELIVERED, st.BOUNCED],
+        "read",
+        False,
+        "Read by 1 of 3; Error (1 of 3)",
+    ),
+    (
+        [st.DELIVERED, st.FAILED, st.REJECTED],
+        "delivered",
+        False,
+        "Delivered to 1 of 3; Errors (2 of 3)",
+    ),
+    ([st.DEFERRED, st.FAILED], "queued", False, "Delayed; Error (1 of 2)"),
+]
+
+
+@pytest.mark.parametrize(("statuses", "state", "complete", "label"), CASES)
 def test_state_complete_and_label(task, statuses, state, complete, label):
     notify_with_statuses(task, statuses)
 
@@ -221,3 +222,115 @@ def test_summaries_cost_the_same_queries_for_2_and_200_targets(count, django_ass
 
     assert all(result[comment]["total"] == 2 for comment in comments)
     assert all(result[task]["state"] is None for task in tasks)
+
+
+# --- badge_states(): what a list of badges needs, from one aggregate query ---------------
+
+#: The keys a badge state shares with a summary; the rest (deliveries...) is the popup's.
+BADGE_KEYS = {
+    "state",
+    "complete",
+    "errors",
+    "total",
+    "counts",
+    "reached",
+    "label",
+    "notification_count",
+    "sender_ids",
+}
+
+
+def test_badge_states_say_what_summaries_say_in_every_case(django_user_model):
+    sender = django_user_model.objects.create_user("sender")
+    tasks = [Task.objects.create(title=f"case {index}") for index in range(len(CASES))]
+    for task, (statuses, *_) in zip(tasks, CASES, strict=True):
+        notify_with_statuses(task, statuses, sender=sender)
+    never = Task.objects.create(title="never notified")
+
+    states = badge_states([*tasks, never])
+    full = summaries([*tasks, never])
+
+    for task, (_statuses, state, complete, label) in zip(tasks, CASES, strict=True):
+        assert set(states[task]) == BADGE_KEYS
+        assert (states[task]["state"], states[task]["complete"]) == (state, complete)
+        assert states[task]["label"] == label
+        assert states[task] == {key: full[task][key] for key in BADGE_KEYS}
+    assert states[never] == {key: full[never][key] for key in BADGE_KEYS}
+    assert states[never]["state"] is None and states[never]["label"] == "Not notified"
+    assert states[never]["notification_count"] == 0 and states[never]["sender_ids"] == []
+
+
+def test_badge_states_describe_the_latest_notification_and_count_all(task, django_user_model):
+    first_sender = django_user_model.objects.create_user("first")
+    second_sender = django_user_model.objects.create_user("second")
+    old = notify_with_statuses(task, [st.OPENED, st.OPENED], sender=first_sender)
+    Notification.objects.filter(pk=old.pk).update(created_at=timezone.now() - dt.timedelta(days=1))
+    notify_with_statuses(task, [st.SENT, st.BOUNCED], sender=second_sender)
+
+    state = badge_states([task])[task.pk]
+
+    assert state["label"] == "Sent to 1 of 2; Error (1 of 2)"
+    assert state["counts"][st.SENT] == 1 and state["counts"][st.OPENED] == 0
+    assert state["notification_count"] == 2
+    assert state["sender_ids"] == sorted([first_sender.pk, second_sender.pk])
+
+
+def test_badge_states_of_a_notification_without_deliveries(task):
+    notification = notify_with_statuses(task, [st.SENT])
+    notification.deliveries.all().delete()
+
+    state = badge_states([task])[task]
+
+    assert state == {key: summary(task)[key] for key in BADGE_KEYS}
+    assert state["state"] is None and state["total"] == 0 and state["notification_count"] == 1
+
+
+def test_badge_states_of_mixed_models_uuid_keys_and_equal_pks():
+    task = Task.objects.create(pk=9002, title="T")
+    comment = Comment.objects.create(pk=9002, task=task, body="C")
+    uuid_task = UUIDTask.objects.create(title="UUID keyed")
+    notify_with_statuses(task, [st.OPENED])
+    notify_with_statuses(comment, [st.FAILED])
+    notify_with_statuses(uuid_task, [st.DELIVERED, st.SENT])
+
+    states = badge_states([task, comment, uuid_task])
+
+    assert states[task]["state"] == "read"
+    assert states[comment]["state"] == "error"
+    assert states[uuid_task.pk]["label"] == "Delivered to 1 of 2"
+    with pytest.raises(KeyError, match="several models"):
+        states[task.pk]
+
+
+def test_badge_state_labels_follow_the_active_language(task):
+    notify_with_statuses(task, [st.OPENED, st.DELIVERED, st.SENT])
+
+    with translation.override("ru"):
+        label = badge_states([task])[task]["label"]
+
+    assert label == "Прочитал 1 из 3"
+
+
+@pytest.mark.parametrize("count", [2, 200])
+def test_badge_states_cost_one_query_for_2_and_200_targets(count, django_assert_num_queries):
+    comments = _make_targets(count)
+    tasks = [Task.objects.create(title=f"t{index}") for index in range(count)]
+    notify_with_statuses(tasks[0], [st.DELIVERED])
+    badge_states(comments[:1])  # warms the content type cache, as any running site has it
+
+    # one aggregate query (GROUP BY notification and status) for two models' targets
+    with django_assert_num_queries(1):
+        states = badge_states([*comments, *tasks])
+
+    assert [states[comment]["label"] for comment in comments[:2]] == [
+        "Read by 1 of 2",
+        "Read by 1 of 2; Error (1 of 2)",
+    ]
+    assert all(states[comment]["total"] == 2 for comment in comments)
+    assert states[tasks[0]]["state"] == "delivered"
+    assert all(states[task]["state"] is None for task in tasks[1:])
+
+
+def test_badge_states_of_nothing_costs_nothing(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert badge_states([]) == {}

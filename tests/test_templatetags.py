@@ -1,4 +1,9 @@
-"""{% delivery_badge %} and friends: accessible markup, no inline code, batched queries."""
+"""{% delivery_badge %} and friends: accessible markup, no inline code, batched queries.
+
+Two forms: alone, ``{% delivery_badge obj %}`` renders the icon with its popup; in a
+list (``{% delivery_badges_for %}``), each badge is its icon, and the popup loads the
+same full badge from the fragment view (``data-nt-url``) when it is opened.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,13 @@ from django.contrib.auth.models import AnonymousUser, Permission
 from django.template import Context, Template
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import translation
 
 from notify_tracking import record_event
 from notify_tracking import status as st
 from notify_tracking.models import Notification
 from tests.status_factories import CHAT_CHANNELS, notify_with_statuses
-from tests.testapp.models import Comment, Task
+from tests.testapp.models import Comment, Task, UUIDTask
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +52,20 @@ def render(template: str, user, **context) -> str:
     return Template(template).render(Context({"request": request, **context}))
 
 
-def test_badge_markup_is_accessible(task, staff):
+def _attributes(tag: str) -> dict[str, str]:
+    """The attributes of one start tag (``name="value"``, or ``name`` alone)."""
+    return {
+        name: value
+        for name, value in re.findall(r'\s([a-z-]+)(?:="([^"]*)")?', tag.split(">", 1)[0])
+    }
+
+
+def _badges(html: str) -> list[str]:
+    """Each badge of a page: its ``<span data-nt-badge ...>`` through its icon."""
+    return re.findall(r"<span [^>]*data-nt-badge[^>]*><button [^>]*>", html)
+
+
+def test_single_badge_markup_is_accessible_with_its_popup(task, staff):
     notify_with_statuses(task, [st.OPENED, st.DELIVERED])
 
     html = render(ONE, staff, target=task)
@@ -76,15 +95,23 @@ def test_badge_has_no_inline_script_or_style(task, staff):
     assert classes and all(name.startswith("nt-") for name in classes)
 
 
-def test_popup_shows_recipients_statuses_and_why(task, staff):
-    notification = notify_with_statuses(task, [st.CLICKED, st.BOUNCED, st.DEFERRED])
+@pytest.mark.parametrize("form", ["single badge, in the page", "list badge, loaded on open"])
+def test_popup_shows_recipients_statuses_and_why(client, staff, form):
+    comment = Comment.objects.create(task=Task.objects.create(title="T"), body="details")
+    notification = notify_with_statuses(comment, [st.CLICKED, st.BOUNCED, st.DEFERRED])
     clicked = notification.deliveries.order_by("id").first()
     record_event(clicked, st.OPENED, source="pixel")
     record_event(clicked, st.OPENED, source="pixel", is_machine=True)
     record_event(clicked, st.DOWNLOAD, source="download", details={"filename": "plan.pdf"})
 
-    html = render(ONE, staff, target=task)
+    if form.startswith("single"):
+        html = render(ONE, staff, target=comment)
+    else:  # what the popup script does: fetch the badge's data-nt-url
+        url = _attributes(_badges(render(MANY, staff, comments=[comment]))[0])["data-nt-url"]
+        client.force_login(staff)
+        html = client.get(url).content.decode()
 
+    assert html.count("data-nt-recipient") == 3
     assert "User 0" in html and "user0@example.com" in html
     assert "via Email" in html
     assert ">Clicked<" in html and ">Bounced<" in html and ">Delayed<" in html
@@ -93,6 +120,7 @@ def test_popup_shows_recipients_statuses_and_why(task, staff):
     assert "https://example.com/tasks/1" in html and "plan.pdf" in html
     assert "Why it failed: 550 mailbox unavailable" in html
     assert "Why it is delayed: 421 try again later" in html
+    assert "<time datetime=" in html
     assert "data-nt-refresh" in html, "a status still moving can be refreshed"
 
 
@@ -141,13 +169,34 @@ def test_nothing_is_shown_for_a_target_never_notified(task, staff):
     assert render(ONE, staff, target=None) == ""
 
 
-def test_assets_tag_links_files_only():
+def test_assets_tag_links_files_with_the_script_texts():
     html = Template("{% load notify_tracking %}{% delivery_badge_assets %}").render(Context())
 
-    assert html == (
-        '<link rel="stylesheet" href="/static/notify_tracking/badge.css">'
-        '<script src="/static/notify_tracking/badge.js" defer></script>'
-    )
+    link, script = re.findall(r"<(?:link|script)[^>]*>", html)
+    assert link == '<link rel="stylesheet" href="/static/notify_tracking/badge.css">'
+    assert html.endswith("></script>"), "the script tag holds no code"
+    attributes = _attributes(script)
+    assert attributes.pop("src") == "/static/notify_tracking/badge.js"
+    assert "defer" in attributes and "data-nt-texts" in attributes
+    assert {
+        name: value for name, value in attributes.items() if name.startswith("data-nt-text-")
+    } == {
+        "data-nt-text-loading": "Loading the details…",
+        "data-nt-text-load-error": "The details could not be loaded. Try again later.",
+        "data-nt-text-unavailable": "You may not see these details, or they no longer exist.",
+        "data-nt-text-retry": "Try again",
+        "data-nt-text-close": "Close",
+    }
+
+
+def test_assets_texts_are_translated():
+    with translation.override("ru"):
+        html = Template("{% load notify_tracking %}{% delivery_badge_assets %}").render(Context())
+
+    assert 'data-nt-text-loading="Загрузка подробностей…"' in html
+    assert 'data-nt-text-load-error="Не удалось загрузить подробности. Попробуйте позже."' in html  # noqa: RUF001
+    assert 'data-nt-text-unavailable="Эти подробности вам недоступны' in html
+    assert 'data-nt-text-retry="Повторить"' in html and 'data-nt-text-close="Закрыть"' in html
 
 
 def _page_of_comments(count: int) -> list[Comment]:
@@ -164,12 +213,139 @@ def test_a_page_of_badges_costs_the_same_queries(count, viewer, django_assert_nu
     render(MANY, viewer, comments=comments[:1])  # warm the content type cache
 
     viewer = type(viewer).objects.get(pk=viewer.pk)  # a fresh user: permissions not cached
-    # 3 for the summaries, 2 for the viewer's permissions (user and group permissions)
-    with django_assert_num_queries(5):
+    # 1 for the badges (one aggregate query), 2 for the viewer's permissions (user and
+    # group permissions)
+    with django_assert_num_queries(3):
         html = render(MANY, viewer, comments=comments)
 
     assert html.count("data-nt-badge") == count
     assert html.count('status: Read by 1 of 2"') == len(range(0, count, 3))
+    assert html.count('status: Sent to 1 of 2; Error (1 of 2)"') == len(range(2, count, 3))
+
+
+def test_list_badge_is_an_accessible_icon_without_its_details(viewer):
+    comments = _page_of_comments(3)
+
+    html = render(MANY, viewer, comments=comments)
+
+    first = _badges(html)[0]
+    span, button = _attributes(first), _attributes(first.split("><", 1)[1])
+    assert span["class"] == "nt-badge nt-badge--read nt-badge--partial"
+    assert span["data-nt-url"] == reverse(
+        "notify_tracking:status-badge", args=["testapp.comment", comments[0].pk]
+    )
+    assert (span["data-nt-state"], span["data-nt-count"], span["data-nt-total"]) == (
+        "read",
+        "1",
+        "2",
+    )
+    assert span["data-nt-errors"] == "0"
+    assert button["type"] == "button" and "data-nt-toggle" in button
+    assert button["aria-label"] == "Notification status: Read by 1 of 2"
+    assert button["title"] == "Read by 1 of 2"
+    assert button["aria-haspopup"] == "dialog" and button["aria-expanded"] == "false"
+    assert "aria-controls" not in button, "no popup in the page yet: the script adds it"
+    assert 'src="/static/notify_tracking/icons/read.svg" alt=""' in html
+    third = _attributes(_badges(html)[2])
+    assert third["class"] == "nt-badge nt-badge--sent nt-badge--partial nt-badge--has-errors"
+    # the details are not in the page: they load when the popup is opened
+    assert "data-nt-popup" not in html and "data-nt-recipient" not in html
+    assert "example.com" not in html and "550 mailbox" not in html
+
+
+def test_list_badge_has_no_inline_script_or_style(staff):
+    comments = _page_of_comments(3)
+
+    html = render(MANY, staff, comments=comments)
+
+    assert "<script" not in html
+    assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
+    assert "style=" not in html and "javascript:" not in html
+    badge_classes = " ".join(re.findall(r'<span class="([^"]+)"', html)).split()
+    assert len(badge_classes) >= 3 and all(name.startswith("nt-") for name in badge_classes)
+
+
+def test_list_badge_and_loaded_badge_show_the_same_icon(client, viewer):
+    comments = _page_of_comments(3)
+    html = render(MANY, viewer, comments=comments)
+    client.force_login(viewer)
+
+    for comment, badge in zip(comments, _badges(html), strict=True):
+        loaded = client.get(_attributes(badge)["data-nt-url"])
+        fresh = _badges(loaded.content.decode())
+
+        assert loaded.status_code == 200 and len(fresh) == 1
+        fresh_span = _attributes(fresh[0])
+        assert fresh_span.pop("data-nt-refresh-error").startswith("The status could not")
+        assert fresh_span == _attributes(badge), comment
+        button, fresh_button = (_attributes(tag.split("><", 1)[1]) for tag in (badge, fresh[0]))
+        assert fresh_button.pop("aria-controls").startswith("nt-popup-")
+        assert fresh_button == button
+
+
+def test_list_badge_urls_of_every_key_type(staff):
+    task = Task.objects.create(title="Int keyed")
+    uuid_task = UUIDTask.objects.create(title="UUID keyed")
+    comment = Comment.objects.create(task=task, body="c")
+    for target in (task, uuid_task, comment):
+        notify_with_statuses(target, [st.SENT])
+    template = (
+        "{% load notify_tracking %}{% delivery_badges_for targets as badges %}"
+        "{% for target in targets %}{% delivery_badge target badges %}{% endfor %}"
+    )
+
+    html = render(template, staff, targets=[task, uuid_task, comment])
+
+    assert [_attributes(badge)["data-nt-url"] for badge in _badges(html)] == [
+        reverse("notify_tracking:status-badge", args=["testapp.task", task.pk]),
+        reverse("notify_tracking:status-badge", args=["testapp.uuidtask", uuid_task.pk]),
+        reverse("notify_tracking:status-badge", args=["testapp.comment", comment.pk]),
+    ]
+
+
+def test_list_badge_of_an_object_missing_from_the_map_and_from_summaries(
+    staff, django_assert_num_queries
+):
+    comments = _page_of_comments(2)
+    template = (
+        "{% load notify_tracking %}{% for comment in comments %}"
+        "{% delivery_badge comment badges %}{% endfor %}"
+    )
+    from notify_tracking import summaries
+
+    render(MANY, staff, comments=comments[:1])  # warm the content type cache
+    first_only = summaries(comments[:1])
+    with django_assert_num_queries(1):  # the missing one: a query of its own
+        missing = render(template, staff, comments=comments, badges=first_only)
+    from_summaries = render(template, staff, comments=comments, badges=summaries(comments))
+
+    assert (
+        _badges(missing)
+        == _badges(from_summaries)
+        == _badges(render(MANY, staff, comments=comments))
+    )
+    assert len(_badges(missing)) == 2 and "data-nt-popup" not in from_summaries
+
+
+@pytest.mark.parametrize("who", ["anonymous", "stranger"])
+def test_list_shows_nothing_to_those_who_may_not_see(django_user_model, who):
+    comments = _page_of_comments(3)
+    user = AnonymousUser() if who == "anonymous" else django_user_model.objects.create_user(who)
+
+    html = render(MANY, user, comments=comments)
+
+    assert "data-nt-badge" not in html and html.count("<p>") == 3
+
+
+def test_list_badge_is_russian(viewer):
+    comments = _page_of_comments(1)
+
+    with translation.override("ru"):
+        html = render(MANY, viewer, comments=comments)
+
+    button = _attributes(_badges(html)[0].split("><", 1)[1])
+    assert button["aria-label"] == "Статус уведомления: Прочитал 1 из 2"
+    assert button["title"] == "Прочитал 1 из 2"
 
 
 def test_fragment_view_is_the_badge_and_checks_permission(client, task, viewer, django_user_model):

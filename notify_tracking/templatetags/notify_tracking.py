@@ -1,9 +1,10 @@
 """Template tags: ``{% load notify_tracking %}``.
 
-- ``{% delivery_badge obj %}``: the status icon of ``obj`` and its popup (a summary
-  query of its own: fine for one object on a page);
+- ``{% delivery_badge obj %}``: the status icon of ``obj`` with its popup rendered
+  in the page (a summary query of its own: fine for one object on a page);
 - ``{% delivery_badges_for objects as badges %}`` then ``{% delivery_badge obj badges %}``:
-  the same for a whole list, with the same three queries for 2 objects or 200;
+  a list; one aggregate query for 2 objects or 200, each badge is its icon alone and
+  the popup loads its details when it is opened (docs/template-tags.md);
 - ``{% delivery_badge_assets %}``: the stylesheet and the script, once per page;
 - ``{% delivery_badge_png_url obj %}``: the absolute URL of a PNG badge, for emails.
 """
@@ -18,9 +19,10 @@ from django.db import models
 from django.templatetags.static import static
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
 
-from ..aggregate import SummaryMap, summaries, summary
-from ..presentation import render_badge
+from ..aggregate import SummaryMap, badge_states, summary
+from ..presentation import BadgeIcons, render_badge
 
 register = template.Library()
 
@@ -32,29 +34,58 @@ def _user_of(context: template.Context) -> Any:
 
 @register.simple_tag
 def delivery_badges_for(targets: Iterable[models.Model]) -> SummaryMap:
-    """The summaries of ``targets`` for later ``{% delivery_badge obj badges %}`` calls."""
-    return summaries(targets)
+    """What the badges of ``targets`` show (:func:`~notify_tracking.aggregate.badge_states`),
+    for later ``{% delivery_badge obj badges %}`` calls."""
+    return badge_states(targets)
 
 
 @register.simple_tag(takes_context=True)
 def delivery_badge(
     context: template.Context, target: models.Model | None, badges: SummaryMap | None = None
 ) -> SafeString:
-    """The badge of ``target``: an icon button and its popup; empty when nothing to show."""
+    """The badge of ``target``; empty when nothing is to be shown.
+
+    Alone, the icon and its popup; with ``badges`` (from ``{% delivery_badges_for %}``
+    or :func:`~notify_tracking.summaries`), the icon alone, whose popup loads when opened.
+    """
     if target is None or getattr(target, "pk", None) is None:
         return mark_safe("")
-    found = badges.get(target) if badges is not None else None
-    status = found if found is not None else summary(target)
-    return mark_safe(render_badge(target, status, _user_of(context)))  # noqa: S308  (template output)
+    user = _user_of(context)
+    if badges is None:
+        return mark_safe(render_badge(target, summary(target), user))  # noqa: S308  (template output)
+    found = badges.get(target)
+    if found is None:
+        found = badge_states([target]).for_object(target)
+    icons = context.render_context.get(BadgeIcons)
+    if icons is None:
+        icons = context.render_context[BadgeIcons] = BadgeIcons()
+    return mark_safe(icons.render(target, found, user))  # noqa: S308  (built with format_html)
 
 
 @register.simple_tag
 def delivery_badge_assets() -> SafeString:
-    """The ``<link>`` and ``<script>`` tags of the badge popup (no inline code: CSP-safe)."""
+    """The ``<link>`` and ``<script>`` tags of the badge popup (no inline code: CSP-safe).
+
+    The script's messages, translated, ride on its tag as ``data-nt-text-*`` attributes.
+    """
+    texts = {
+        "loading": _("Loading the details…"),
+        "load_error": _("The details could not be loaded. Try again later."),
+        "unavailable": _("You may not see these details, or they no longer exist."),
+        "retry": _("Try again"),
+        "close": _("Close"),
+    }
     return format_html(
-        '<link rel="stylesheet" href="{}"><script src="{}" defer></script>',
+        '<link rel="stylesheet" href="{}"><script src="{}" defer data-nt-texts '
+        'data-nt-text-loading="{}" data-nt-text-load-error="{}" data-nt-text-unavailable="{}" '
+        'data-nt-text-retry="{}" data-nt-text-close="{}"></script>',
         static("notify_tracking/badge.css"),
         static("notify_tracking/badge.js"),
+        texts["loading"],
+        texts["load_error"],
+        texts["unavailable"],
+        texts["retry"],
+        texts["close"],
     )
 
 
