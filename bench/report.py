@@ -90,7 +90,33 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             f"after the warm-up: {readings[0]['VmHWM_MiB']}",
             f"{memory['ratio']} (last / first point)", "", "",
         ))  # fmt: skip
+    rows += _activity_rows(results.get("activity"))
     return rows
+
+
+def _activity_rows(activity: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    if not activity:
+        return []
+    api, query = activity["search"]["api"]["all"], activity["search"]["query"]["all"]
+    deliveries = activity["load"]["sizes"]["delivery"]["rows"]
+    purge = activity["purge"]
+    during, before, after = purge["during"], purge["before"], purge["after"]
+    return [
+        (
+            f"6. Activity log: search by address through the API, ms p50 / p95 / p99 "
+            f"({deliveries:,} deliveries, {api['n']} searches, exact and prefix)",
+            f"{api['p50_ms']} / {api['p95_ms']} / {api['p99_ms']}",
+            f"bare page query: {query['p50_ms']} / {query['p95_ms']} / {query['p99_ms']}",
+            "", "p95 < 20", _met(api["p95_ms"] < 20),
+        ),
+        (
+            f"   sends/s during the purge of {purge['purge'].get('deliveries', '?'):,} "
+            f"deliveries ({purge['purge']['seconds']} s)",
+            f"{during['per_s']} (longest pause {during['longest_pause_s']} s)",
+            f"without: {before['per_s']} before, {after['per_s']} after",
+            f"{purge['ratio']}", "no pause > 1 s", _met(during["longest_pause_s"] <= 1),
+        ),
+    ]  # fmt: skip
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -192,4 +218,19 @@ def _details(results: dict[str, Any]) -> dict[str, Any]:
         details["badges"] = results["badges"]["pages"]
     if "memory" in results:
         details["memory"] = {key: results["memory"][key] for key in ("pool", "readings", "per_s")}
+    if "activity" in results:
+        activity = results["activity"]
+        details["activity"] = {
+            "load": activity["load"],
+            "search": {
+                key: activity["search"][key] for key in ("api", "query", "rows_on_first_page")
+            }
+            | {
+                "plans": {
+                    name: {key: plan[key] for key in ("params", "nodes", "execution_ms")}
+                    for name, plan in activity["search"]["plans"].items()
+                }
+            },
+            "purge": activity["purge"],
+        }
     return details

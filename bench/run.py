@@ -23,7 +23,7 @@ from . import services
 from .common import setup_django
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ORDER = ("send", "memory", "webhook", "pixel", "badges")
+ORDER = ("send", "memory", "webhook", "pixel", "badges", "activity")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = (
         "profiled" if args.profile
         else "async-commit" if args.async_commit
+        else "activity" if chosen == ["activity"]
         else "partial" if args.only
         else "latest"
     )  # fmt: skip
@@ -155,6 +156,10 @@ def _run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         from . import badges
 
         return badges.run()
+    if name == "activity":
+        from . import activity
+
+        return activity.run()
     raise ValueError(name)
 
 
