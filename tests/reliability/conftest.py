@@ -1,8 +1,8 @@
 """Real parts for the fault tests: workers, an SMTP server, a broker of their own, a fake
 email provider.
 
-- ``workers``: a factory that starts ``celery -A tests.celery_app worker`` (prefork) in
-  its own process group, with ``tests.reliability.settings``, pointed at the test
+- ``workers``: a factory that starts ``celery -A tests.celery_app worker`` (prefork,
+  tests/worker_process.py), with ``tests.reliability.settings``, pointed at the test
   database, the SMTP server or the fake provider, and the broker it is given. Every
   worker still running is stopped at teardown; their logs are attached to a failure.
 - ``smtp``: the recording aiosmtpd server of the worker tests, with a hook called just
@@ -18,36 +18,33 @@ email provider.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from django.conf import settings
 from django.db import connection
 
 from notify_tracking import status as st
 from notify_tracking.models import Delivery
 from tests.celery_app import app as celery_app
-from tests.integration.conftest import (
-    REPO_ROOT,
-    RecordingHandler,
-    Worker,
-    free_port,
-    wait_until,
-)
+from tests.integration.conftest import RecordingHandler
 from tests.reliability.fake_provider import FakePostmark, running
 from tests.reliability.figures import emit
+from tests.worker_process import (
+    Worker,
+    WorkerStarter,
+    enqueue_to_broker,
+    free_port,
+    wait_until,
+    worker_log_sections,
+)
 
 WORKER_SETTINGS = "tests.reliability.settings"
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 POSTMARK_BACKEND = "anymail.backends.postmark.EmailBackend"
-_workers_key = pytest.StashKey[list]()
 
 requires_postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql",
@@ -182,18 +179,8 @@ def _pointed_at(url: str) -> Iterator[None]:
 @pytest.fixture
 def live_broker(transactional_db) -> Iterator[None]:
     """Enqueue to the real broker (not eagerly), starting from an empty queue."""
-    if not settings.BROKER_URL:
-        queue = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
-        (queue / "processed").mkdir(parents=True, exist_ok=True)
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
-    celery_app.control.purge()
-    try:
+    with enqueue_to_broker():
         yield
-    finally:
-        celery_app.conf.task_always_eager = eager
-        with contextlib.suppress(Exception):
-            celery_app.control.purge()
 
 
 @pytest.fixture
@@ -218,10 +205,7 @@ def workers(request, live_broker) -> Iterator[Callable[..., Worker]]:
     Upper-case keywords become ``NOTIFY_TRACKING_TEST_<KEY>`` overrides (see
     tests/settings.py and tests/reliability/settings.py).
     """
-    started: list[Worker] = []
-    request.node.stash[_workers_key] = started
-    logs = Path(settings.SHARED_DIR) / "worker-logs"
-    logs.mkdir(exist_ok=True)
+    starter = WorkerStarter(request, WORKER_SETTINGS)
 
     def start(
         *,
@@ -232,16 +216,7 @@ def workers(request, live_broker) -> Iterator[Callable[..., Worker]]:
         wait: bool = True,
         **overrides: object,
     ) -> Worker:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": WORKER_SETTINGS,
-            "NOTIFY_TRACKING_WORKER": "1",
-            "NOTIFY_TRACKING_WORKER_DB_NAME": str(connection.settings_dict["NAME"]),
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            ),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = {}
         if smtp_port is not None:
             env["NOTIFY_TRACKING_TEST_EMAIL_BACKEND"] = SMTP_BACKEND
             env["NOTIFY_TRACKING_TEST_EMAIL_PORT"] = str(smtp_port)
@@ -250,36 +225,12 @@ def workers(request, live_broker) -> Iterator[Callable[..., Worker]]:
             env["NOTIFY_TRACKING_TEST_POSTMARK_URL"] = postmark_url
         if broker_url is not None:
             env["NOTIFY_TRACKING_TEST_BROKER_URL"] = broker_url
-        for key, value in overrides.items():
-            env[f"NOTIFY_TRACKING_TEST_{key}"] = str(value)
-        name = f"nt-{uuid.uuid4().hex[:8]}"
-        log_path = logs / f"{request.node.name[:60]}-{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-                    "--pool=prefork", f"--concurrency={concurrency}",
-                    "--without-mingle", "--without-gossip", "--without-heartbeat",
-                    "-l", "info", "-n", f"{name}@%h",
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        worker = Worker(process, log_path)
-        started.append(worker)
-        if wait:
-            worker.wait_ready()
-        return worker
+        return starter.start(env, concurrency=concurrency, wait=wait, **overrides)
 
     try:
         yield start
     finally:
-        for worker in started:
-            worker.stop()
+        starter.stop_all()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -287,8 +238,7 @@ def pytest_runtest_makereport(item, call):
     """Attach the worker logs to the report of a failed test."""
     report = yield
     if report.failed:
-        for number, worker in enumerate(item.stash.get(_workers_key, []), 1):
-            report.sections.append((f"worker {number} log ({worker.log_path})", worker.log()))
+        report.sections.extend(worker_log_sections(item))
         server = getattr(item, "funcargs", {}).get("smtp")
         if server is not None:
             report.sections.append(("SMTP server", server.handler.summary()))
