@@ -10,7 +10,6 @@ from collections import deque
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from werkzeug import Response
 
 from notify_tracking.channels.ratelimit import Rate, RateLimiter, Scope
 from notify_tracking.channels.telegram import TelegramChannel
@@ -22,6 +21,7 @@ from tests.channel_fixtures import (
     queue,
     send,
 )
+from tests.telegram_stand_in import telegram_answer
 
 BACKEND = "notify_tracking.channels.telegram.TelegramChannel"
 PATH = f"/bot{TELEGRAM_TOKEN}/sendMessage"
@@ -65,8 +65,10 @@ def clock():
     return FakeClock()
 
 
-def limiter(clock, max_wait=2.0):
-    return RateLimiter(max_wait=max_wait, clock=clock, sleep=clock.sleep)
+def limiter(clock, max_wait=2.0, margin=0.0):
+    """A limiter on the fake clock; without the jitter margin unless asked, so that
+    turns fall on the rate's exact figures."""
+    return RateLimiter(max_wait=max_wait, margin=margin, clock=clock, sleep=clock.sleep)
 
 
 def test_a_free_scope_sends_at_once_and_a_burst_is_spaced(clock):
@@ -101,16 +103,68 @@ def test_a_far_turn_defers_and_is_kept_for_the_retry(clock):
     line = limiter(clock, max_wait=0.5)
     scope = [Scope("group", Rate(20, 60.0))]  # one message every 3 seconds
     line.wait_for_turn(scope, "first")
+    first = clock.now
     with pytest.raises(TransientChannelError) as deferred:
         line.wait_for_turn(scope, "second")
-    assert deferred.value.retry_after == pytest.approx(3.0, abs=1e-5)
+    # The retry is asked for half of max_wait before the turn, so it sends on time.
+    assert deferred.value.retry_after == pytest.approx(3.0 - 0.25, abs=1e-5)
     assert deferred.value.reason.startswith("rate limit: waiting for a free sending slot in ")
     with pytest.raises(TransientChannelError):
         line.wait_for_turn(scope, "third")  # queues behind "second"
     clock.sleep(deferred.value.retry_after)  # the retry of "second" arrives on time...
-    before = clock.now
-    line.wait_for_turn(scope, "second")  # ...and goes at once: its turn was held
-    assert clock.now == before
+    line.wait_for_turn(scope, "second")  # ...and goes at its turn: it was held
+    assert clock.now == pytest.approx(first + 3.0, abs=1e-5)
+
+
+def test_a_held_turn_that_passed_is_given_back_and_taken_anew(clock):
+    """A retry that comes late does not send on its old turn: the turn after it may
+    already be near. It takes the first free one instead."""
+    line = limiter(clock, max_wait=0.5)
+    scope = [Scope("group", Rate(20, 60.0))]
+    line.wait_for_turn(scope, "first")
+    first = clock.now
+    with pytest.raises(TransientChannelError):
+        line.wait_for_turn(scope, "second")  # holds first + 3
+    with pytest.raises(TransientChannelError):
+        line.wait_for_turn(scope, "third")  # holds first + 6
+    clock.sleep(4.0)  # "second" comes back a second after its turn
+    assert line.turn(scope, "second") == pytest.approx(first + 9.0, abs=1e-5)
+    # Its old turn was given back: a newcomer can use it no more (it has passed),
+    # and "third" keeps its own.
+    assert line.turn(scope, "third") == pytest.approx(first + 6.0, abs=1e-5)
+
+
+def test_every_turn_is_clear_of_its_neighbours_whatever_the_order(clock):
+    """A turn claimed far ahead (a busy chat) and turns claimed later before it: no
+    two closer than the spacing, in the bot's scope as in the chat's."""
+    line = limiter(clock)
+    bot = Scope("bot", Rate(10, 1.0))
+    turns = [line.reserve([Scope("busy", Rate(1, 1.0)), bot]) for _ in range(3)]
+    for chat in range(25):
+        turns.append(line.reserve([Scope(f"chat{chat}", Rate(1, 1.0)), bot]))
+    gaps = [b - a for a, b in itertools.pairwise(sorted(turns))]
+    assert min(gaps) >= 0.1 - 1e-6
+    assert len(set(turns)) == 28
+
+
+def test_a_long_line_for_the_bot_never_brings_two_sends_to_a_chat_closer(clock):
+    """The chat's turn is the bot's turn: when the bot's line is 3 seconds long, two
+    messages to one chat are still a second apart."""
+    line = limiter(clock)
+    bot = Scope("bot", Rate(30, 1.0))
+    for chat in range(100):
+        line.reserve([Scope(f"c{chat}", Rate(1, 1.0)), bot])
+    first, second = (line.reserve([Scope("A", Rate(1, 1.0)), bot]) for _ in range(2))
+    assert second - first >= 1.0 - 1e-6
+
+
+def test_the_margin_stretches_each_window(clock):
+    line = limiter(clock, margin=0.05)
+    bot = Scope("bot", Rate(30, 1.0))
+    turns = [line.reserve([bot]) for _ in range(31)]
+    # 30 sends per 1.05 s: the 31st is 1.05 s after the first, never within a second.
+    assert turns[30] - turns[0] == pytest.approx(1.05, abs=1e-5)
+    assert line.spacing(Rate(1, 1.0)) == pytest.approx(1.05)
 
 
 def test_a_pause_stops_the_scope_and_moves_held_turns(clock):
@@ -164,16 +218,9 @@ class StrictTelegram:
             in_chat = sum(1 for _, other in self.recent if other == chat)
             if in_chat > self.per_chat or len(self.recent) > self.overall:
                 self.served["429"] += 1
-                body = {
-                    "ok": False,
-                    "error_code": 429,
-                    "description": "Too Many Requests: retry after 1",
-                    "parameters": {"retry_after": 1},
-                }
-                return Response(json.dumps(body), status=429, content_type="application/json")
+                return telegram_answer(retry_after=1)
             self.served["ok"] += 1
-            body = {"ok": True, "result": {"message_id": self.served["ok"]}}
-            return Response(json.dumps(body), content_type="application/json")
+            return telegram_answer(message_id=self.served["ok"])
 
 
 @pytest.fixture
@@ -276,3 +323,43 @@ def test_groups_have_their_own_slower_limit():
     assert channel.rate_for("-1001234567890") == Rate(20, 60.0)
     assert channel.rate_for("@news") == Rate(20, 60.0)
     assert channel.rate_for("123456") == Rate(1, 1.0)
+
+
+def test_a_pause_during_the_wait_for_a_turn_stops_the_send(clock):
+    """A 429 met by another worker while this one sleeps for its turn: it does not send."""
+    line = limiter(clock)
+    chat = Scope("chat", Rate(1, 1.0))
+    line.wait_for_turn([chat], "a")
+
+    def sleep_and_meet_a_429(seconds):
+        clock.sleep(seconds / 2)
+        line.pause(chat, 5)
+        clock.sleep(seconds / 2)
+
+    line.sleep = sleep_and_meet_a_429
+    with pytest.raises(TransientChannelError) as deferred:
+        line.wait_for_turn([chat], "b")
+    assert deferred.value.retry_after == pytest.approx(4.5, abs=1e-5)
+
+
+def test_a_429_from_telegram_pauses_the_whole_bot(httpserver, task):
+    """Telegram's flood control may hold the whole bot, and its answer does not say:
+    after a 429 in one chat, the other chats wait for retry_after too."""
+    arrivals: list[tuple[float, str]] = []
+
+    def answer(request):
+        arrivals.append((time.monotonic(), str(json.loads(request.get_data())["chat_id"])))
+        if len(arrivals) == 1:
+            return telegram_answer(retry_after=1)
+        return telegram_answer(message_id=len(arrivals))
+
+    httpserver.expect_request(PATH, method="POST").respond_with_handler(answer)
+    config = options(httpserver)
+    with channels(telegram=(BACKEND, config)):
+        deliveries = queue(task, CHATS, channel="telegram")
+        channel = TelegramChannel("telegram", **config)
+        results = [result for _, result in channel.send(deliveries)]
+    assert [result.status for result in results] == ["deferred", "sent", "sent"]
+    assert results[0].retry_after == 1
+    assert [chat for _, chat in arrivals] == CHATS
+    assert arrivals[1][0] - arrivals[0][0] >= 1.0  # another chat, after the pause

@@ -116,7 +116,9 @@ def _error(answer: Answer, data: dict[str, Any]) -> ChannelError:
     reason = _("Telegram: %(description)s") % {"description": description}
     if code == 429:
         retry_after = parameters.get("retry_after")
-        return AskedToWait(reason, retry_after=_seconds(retry_after))
+        # Flood control may hold the whole bot, not only this chat, and the answer
+        # does not say which: every chat pauses (docs/channels-telegram.md).
+        return AskedToWait(reason, retry_after=_seconds(retry_after), whole_channel=True)
     if isinstance(code, int) and code >= 500:
         return TransientChannelError(reason)
     details = {"error_code": code}

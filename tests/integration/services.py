@@ -1,8 +1,10 @@
 """Reachability of the services a test run was told to use.
 
-When NOTIFY_TRACKING_TEST_DATABASE_URL or NOTIFY_TRACKING_TEST_BROKER_URL is set, the
-run must use that service: if it cannot be reached the run fails at once (see
-``pytest_sessionstart`` in tests/conftest.py) instead of skipping or timing out.
+When NOTIFY_TRACKING_TEST_DATABASE_URL, NOTIFY_TRACKING_TEST_BROKER_URL or
+NOTIFY_TRACKING_TEST_REDIS_URL is set, the run must use that service: if it cannot be
+reached the run fails at once (see ``pytest_sessionstart`` in tests/conftest.py)
+instead of skipping or timing out. A redis:// broker also serves the tests that need
+a Redis cache, on database 14 (``redis_cache_url``).
 Imports no Django model: it runs before Django is set up.
 """
 
@@ -13,6 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 DATABASE_URL_VAR = "NOTIFY_TRACKING_TEST_DATABASE_URL"
 BROKER_URL_VAR = "NOTIFY_TRACKING_TEST_BROKER_URL"
+REDIS_URL_VAR = "NOTIFY_TRACKING_TEST_REDIS_URL"
+#: The Redis database of the tests that need a Redis cache (0 and 15 are used by others).
+REDIS_CACHE_DB = 14
 CONNECT_TIMEOUT = 5
 
 
@@ -57,6 +62,31 @@ def broker_problem(url: str) -> str | None:
     return None
 
 
+def redis_cache_url() -> str | None:
+    """The Redis server of the tests that need a Redis cache, at database 14.
+
+    NOTIFY_TRACKING_TEST_REDIS_URL names it; without it, a redis:// broker's server is
+    used. None when the run was given no Redis.
+    """
+    url = os.environ.get(REDIS_URL_VAR) or ""
+    broker = os.environ.get(BROKER_URL_VAR) or ""
+    if not url and broker.startswith(("redis://", "rediss://")):
+        url = broker
+    if not url:
+        return None
+    return urlunsplit(urlsplit(url)._replace(path=f"/{REDIS_CACHE_DB}"))
+
+
+def redis_problem(url: str) -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT).ping()
+    except Exception as error:
+        return f"{REDIS_URL_VAR}={redacted(url)} is unreachable: {error}"
+    return None
+
+
 def unreachable_services() -> list[str]:
     """One line per configured service that cannot be reached."""
     problems = []
@@ -64,4 +94,6 @@ def unreachable_services() -> list[str]:
         problems.append(database_problem(os.environ[DATABASE_URL_VAR]))
     if os.environ.get(BROKER_URL_VAR):
         problems.append(broker_problem(os.environ[BROKER_URL_VAR]))
+    if os.environ.get(REDIS_URL_VAR):
+        problems.append(redis_problem(os.environ[REDIS_URL_VAR]))
     return [problem for problem in problems if problem]
