@@ -65,6 +65,20 @@ def apply_esp_events(events: list[dict]) -> dict[str, int]:
 
 
 @shared_task(
+    name="notify_tracking.apply_pending_opens",
+    ignore_result=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def apply_pending_opens() -> int:
+    """Record the pixel loads waiting in PendingOpen (docs/tracking.md); safe to run twice."""
+    from .tracking.pending import apply_pending_opens as apply
+
+    return apply()
+
+
+@shared_task(
     name="notify_tracking.send_read_notice",
     ignore_result=True,
     autoretry_for=(Exception,),
@@ -122,6 +136,12 @@ def beat_schedule(sweep_every: float = 60.0) -> dict[str, dict]:
         "notify_tracking.sweep_stuck": {
             "task": "notify_tracking.sweep_stuck",
             "schedule": sweep_every,
+        },
+        # Pixel loads are applied within a second of the first one waiting (a nudge from
+        # the request); this catches those whose nudge was lost.
+        "notify_tracking.apply_pending_opens": {
+            "task": "notify_tracking.apply_pending_opens",
+            "schedule": 30.0,
         },
         # Daily at 03:17 in the Celery timezone, away from the top of the hour.
         "notify_tracking.purge_expired": {

@@ -12,6 +12,14 @@ def pytest_sessionstart(session):
         pytest.exit("configured test services are unreachable:\n" + "\n".join(problems), 3)
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (locmem outlives a test otherwise)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw")

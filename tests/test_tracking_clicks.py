@@ -99,7 +99,7 @@ def test_a_recording_failure_still_redirects_and_is_logged(client, delivery, mon
     def broken(*args, **kwargs):
         raise DatabaseError("database is locked")
 
-    monkeypatch.setattr("notify_tracking.tracking.recording.record_event", broken)
+    monkeypatch.setattr("notify_tracking.tracking.recording.record_events", broken)
     with caplog.at_level(logging.ERROR, logger="notify_tracking.tracking.views"):
         response = client.get(
             click_path(tokens.sign_click(delivery.token, TARGET)), HTTP_USER_AGENT=BROWSER_UA

@@ -135,7 +135,7 @@ def test_the_file_is_served_even_when_recording_fails(
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("notify_tracking.tracking.recording.record_event", broken)
+    monkeypatch.setattr("notify_tracking.tracking.recording.record_events", broken)
     response = client.get(download_path(tokens.sign_download(delivery.token, attachment.pk)))
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == REPORT[1]

@@ -3,12 +3,13 @@
 import logging
 
 import pytest
+from django.core.cache import cache
 from django.db import DatabaseError
 from django.urls import reverse
 from PIL import Image
 
 from notify_tracking.models import Delivery, DeliveryEvent
-from notify_tracking.tracking import tokens
+from notify_tracking.tracking import pending, tokens
 from notify_tracking.tracking.views import PIXEL_GIF
 from tests.tracking_support import HTML, mark_sent, queued
 
@@ -68,10 +69,69 @@ def test_each_get_records_an_open(client, delivery):
     assert delivery.last_opened_at == events[-1].occurred_at
 
 
-def test_a_valid_open_costs_a_handful_of_queries(client, delivery, django_assert_max_num_queries):
+def test_a_load_costs_the_request_one_insert_while_a_task_is_on_its_way(
+    client, delivery, django_assert_num_queries
+):
+    cache.set(pending.NUDGE_KEY, 1)  # a task to apply the opens is already enqueued
     url = pixel_path(tokens.sign_open(delivery.token))
-    with django_assert_max_num_queries(6):
+    with django_assert_num_queries(1):  # INSERT of the PendingOpen, nothing else
         assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.open_count) == ("sent", 0)  # not applied yet
+    assert pending.waiting() == 1
+
+    assert pending.apply_pending_opens() == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.open_count) == ("opened", 1)
+    assert delivery.events.get(kind="opened").user_agent == BROWSER_UA
+    assert pending.waiting() == 0
+
+
+def test_a_load_without_a_task_on_its_way_enqueues_one(client, delivery):
+    """In these tests Celery runs tasks at once: the nudge applies the open in the request."""
+    cache.delete(pending.NUDGE_KEY)
+    client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.open_count) == ("opened", 1)
+    assert pending.waiting() == 0
+
+
+def test_loads_waiting_for_many_deliveries_are_applied_together(
+    client, task, django_assert_max_num_queries
+):
+    deliveries = [mark_sent(d) for d in queued(task, [f"r{i}@example.com" for i in range(30)])]
+    cache.set(pending.NUDGE_KEY, 1)
+    for delivery in deliveries:
+        for _ in range(2):
+            client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+    # lock the rows, find the deliveries, lock them, insert the events, delete the
+    # rows; per delivery one UPDATE, and the read-notice check of its first read
+    with django_assert_max_num_queries(8 + 2 * len(deliveries)):
+        assert pending.apply_pending_opens() == 60
+    counts = Delivery.objects.filter(pk__in=[d.pk for d in deliveries]).values_list(
+        "open_count", flat=True
+    )
+    assert list(counts) == [2] * 30
+    assert DeliveryEvent.objects.filter(kind="opened").count() == 60
+
+
+def test_a_failure_while_applying_keeps_the_loads_for_the_next_run(client, delivery, monkeypatch):
+    cache.set(pending.NUDGE_KEY, 1)
+    client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("deadlock detected")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("notify_tracking.tracking.pending.record_events", broken)
+        with pytest.raises(DatabaseError):  # the task retries on a DatabaseError
+            pending.apply_pending_opens()
+    assert pending.waiting() == 1  # rolled back: still waiting, not lost
+    assert not delivery.events.filter(kind="opened").exists()
+
+    assert pending.apply_pending_opens() == 1
+    delivery.refresh_from_db()
+    assert delivery.open_count == 1
 
 
 def test_a_long_user_agent_is_kept_truncated(client, delivery):
@@ -123,14 +183,12 @@ def test_a_bad_token_answers_the_gif_without_touching_the_database(
     assert not DeliveryEvent.objects.filter(kind="opened").exists()
 
 
-def test_a_token_of_a_deleted_delivery_answers_the_gif_and_records_nothing(
-    client, delivery, django_assert_num_queries
-):
+def test_a_token_of_a_deleted_delivery_answers_the_gif_and_records_nothing(client, delivery):
     url = pixel_path(tokens.sign_open(delivery.token))
     Delivery.objects.filter(pk=delivery.pk).delete()
-    with django_assert_num_queries(1):  # the look-up, nothing written
-        assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
+    assert_is_the_pixel(client.get(url, HTTP_USER_AGENT=BROWSER_UA))
     assert not DeliveryEvent.objects.exists()
+    assert pending.waiting() == 0  # applied: nothing to record, and not kept
 
 
 def test_a_recording_failure_still_answers_the_gif_and_is_logged(
@@ -139,7 +197,7 @@ def test_a_recording_failure_still_answers_the_gif_and_is_logged(
     def broken(*args, **kwargs):
         raise DatabaseError("disk I/O error")
 
-    monkeypatch.setattr("notify_tracking.tracking.recording.record_event", broken)
+    monkeypatch.setattr("notify_tracking.tracking.pending._insert", broken)
     with caplog.at_level(logging.ERROR, logger="notify_tracking.tracking.views"):
         response = client.get(
             pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA
@@ -149,6 +207,29 @@ def test_a_recording_failure_still_answers_the_gif_and_is_logged(
     assert "disk I/O error" in caplog.text
     delivery.refresh_from_db()
     assert delivery.status == "sent"  # nothing recorded, nothing lost
+
+
+def test_an_unreachable_broker_leaves_the_load_waiting_for_the_periodic_run(
+    client, delivery, monkeypatch, caplog
+):
+    from notify_tracking import tasks
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Connection refused")
+
+    cache.delete(pending.NUDGE_KEY)
+    monkeypatch.setattr(tasks.apply_pending_opens, "apply_async", unreachable)
+    with caplog.at_level(logging.WARNING, logger="notify_tracking.tracking.pending"):
+        assert_is_the_pixel(
+            client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+        )
+    assert "the periodic run will apply them" in caplog.text
+    assert pending.waiting() == 1
+    entry = tasks.beat_schedule()["notify_tracking.apply_pending_opens"]
+    assert (entry["task"], entry["schedule"]) == (tasks.apply_pending_opens.name, 30.0)
+    tasks.apply_pending_opens.apply()  # what beat runs every 30 seconds
+    delivery.refresh_from_db()
+    assert delivery.open_count == 1
 
 
 def test_the_ip_address_is_not_stored_by_default(client, delivery):

@@ -1,10 +1,11 @@
-"""From a request to a tracking URL to events, through ``record_event`` only.
+"""From a request to a tracking URL to events, through ``record_events`` only.
 
-The views call these after the token is verified. Each looks the delivery up by its
-token (one query), classifies the request (:mod:`.classify`), and records one event
-per delivery concerned: the delivery itself, or, for a group token (one email sent
-to every recipient), every delivery of that notification on that channel that was
-sent, all with the same ``occurred_at``.
+The click and download views call these after the token is verified. Each looks the
+delivery up by its token (one query), classifies the request (:mod:`.classify`), and
+records one event per delivery concerned: the delivery itself, or, for a group token
+(one email sent to every recipient), every delivery of that notification on that
+channel that was sent, all with the same ``occurred_at``. Pixel loads take the same
+steps later, in batches (:mod:`.pending`).
 
 The client's IP address is used to classify, and stored only when
 ``STORE_IP_ADDRESSES`` is on.
@@ -23,11 +24,11 @@ from .. import status as st
 from ..conf import get_setting
 from ..models import Delivery, DeliveryEvent, EventSource, Notification
 from ..retention import PLACEHOLDER_PREFIX
-from ..service import record_event
+from ..service import NewEvent, record_events
 from . import classify
 from .markup import scan
 from .rewrite import browser_url, is_trackable_link
-from .tokens import ClickToken, DownloadToken, OpenToken
+from .tokens import ClickToken, DownloadToken
 
 if TYPE_CHECKING:
     from ..models import Attachment
@@ -46,17 +47,6 @@ def client_ip(request: HttpRequest) -> str | None:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
         return None
-
-
-def record_open(request: HttpRequest, token: OpenToken, occurred_at: dt.datetime) -> int:
-    """Record a pixel load; return how many events were stored."""
-    targets = _targets(token.delivery, token.group, "track_opens")
-    if not targets:
-        return 0
-    verdict = classify.classify(_hit(request, classify.OPEN, targets, occurred_at))
-    return _record(
-        request, targets, st.OPENED, EventSource.PIXEL, occurred_at, verdict, token.group
-    )
 
 
 def record_click(request: HttpRequest, token: ClickToken, occurred_at: dt.datetime) -> int:
@@ -89,39 +79,74 @@ def record_download(
 
 
 def _targets(delivery_token: uuid.UUID, group: bool, flag: str) -> list[dict[str, Any]]:
-    """The deliveries an event is recorded on, those whose tracking ``flag`` is on.
+    """The deliveries an event is recorded on, those whose tracking ``flag`` is on."""
+    targets = targets_by_token({delivery_token}, flag).get(delivery_token, [])
+    if targets and group:
+        return group_targets(targets[0], flag)
+    return targets
 
-    An anonymised delivery (past its retention) records nothing more: a reader opening
-    an old email must not bring a user agent or an address back into it.
+
+def targets_by_token(tokens: set[uuid.UUID], flag: str) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """For each token, its delivery (a list of one) when its tracking ``flag`` is on.
+
+    One query for all the tokens. An anonymised delivery (past its retention) records
+    nothing more: a reader opening an old email must not bring a user agent or an
+    address back into it.
     """
     current = Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
-    rows = list(current.filter(token=delivery_token).values(*_TARGET_FIELDS))
-    if rows and group:
-        lead = rows[0]
-        rows = list(
-            current.filter(
-                notification_id=lead["notification_id"],
-                channel=lead["channel"],
-                status__in=_SENT_STATUSES,
-            )
-            .order_by("pk")
-            .values(*_TARGET_FIELDS)
+    rows = current.filter(token__in=tokens).values("token", *_TARGET_FIELDS)
+    return {row.pop("token"): [row] for row in rows if row[flag]}
+
+
+def group_targets(lead: dict[str, Any], flag: str) -> list[dict[str, Any]]:
+    """Every sent delivery of ``lead``'s notification and channel: one shared email."""
+    rows = (
+        Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
+        .filter(
+            notification_id=lead["notification_id"],
+            channel=lead["channel"],
+            status__in=_SENT_STATUSES,
         )
+        .order_by("pk")
+        .values(*_TARGET_FIELDS)
+    )
     return [row for row in rows if row[flag]]
+
+
+def hit(
+    action: str,
+    method: str,
+    user_agent: str,
+    ip_address: str | None,
+    targets: list[dict[str, Any]],
+    occurred_at: dt.datetime,
+) -> classify.Hit:
+    """What the classifier looks at, for a hit on these deliveries."""
+    sent = [row["sent_at"] for row in targets if row["sent_at"] is not None]
+    return classify.Hit(
+        action=action,
+        method=method,
+        user_agent=user_agent,
+        ip_address=ip_address,
+        occurred_at=occurred_at,
+        sent_at=min(sent) if sent else None,
+    )
 
 
 def _hit(
     request: HttpRequest, action: str, targets: list[dict[str, Any]], occurred_at: dt.datetime
 ) -> classify.Hit:
-    sent = [row["sent_at"] for row in targets if row["sent_at"] is not None]
-    return classify.Hit(
-        action=action,
-        method=request.method or "GET",
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        ip_address=client_ip(request),
-        occurred_at=occurred_at,
-        sent_at=min(sent) if sent else None,
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
+    return hit(
+        action, request.method or "GET", user_agent, client_ip(request), targets, occurred_at
     )
+
+
+def event_details(verdict: classify.Verdict, group: bool, recipients: int) -> dict[str, Any]:
+    """The details stored with each event of one hit."""
+    if group:
+        return {**verdict.details, "shared_email": True, "recipients": recipients}
+    return dict(verdict.details)
 
 
 def _link_burst(
@@ -157,20 +182,20 @@ def _record(
 ) -> int:
     """Record one event per target: the same time, verdict and details on each."""
     ip_address = client_ip(request) if get_setting("STORE_IP_ADDRESSES") else None
-    details = verdict.details
-    if group:
-        details = {**details, "shared_email": True, "recipients": len(targets)}
-    stored = 0
-    for target in targets:
-        event = record_event(
-            target["pk"],
-            kind,
-            source=source,
-            occurred_at=occurred_at,
-            is_machine=verdict.is_machine,
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-            ip_address=ip_address,
-            details=details,
-        )
-        stored += event is not None
-    return stored
+    details = event_details(verdict, group, len(targets))
+    stored = record_events(
+        [
+            NewEvent(
+                delivery_id=target["pk"],
+                kind=kind,
+                source=source,
+                occurred_at=occurred_at,
+                is_machine=verdict.is_machine,
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+                ip_address=ip_address,
+                details=details,
+            )
+            for target in targets
+        ]
+    )
+    return sum(event is not None for event in stored)

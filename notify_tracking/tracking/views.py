@@ -1,11 +1,11 @@
 """The tracking endpoints: open pixel, tracked link, tracked download.
 
 Each verifies its token before anything else (no query for a forged one), records
-through :mod:`.recording` (which ends in ``record_event``), and answers whatever
+through :mod:`.recording` (which ends in ``record_events``), and answers whatever
 happened while recording: a failure is logged, never turned into a 500.
 
-- ``open``: always 200 and the same 1x1 transparent GIF, uncacheable. GET records an
-  open; HEAD records nothing.
+- ``open``: always 200 and the same 1x1 transparent GIF, uncacheable. GET keeps the
+  open for the task that records it (:mod:`.pending`: one INSERT); HEAD records nothing.
 - ``click``: 302 to exactly the URL the token signs; a bad token is a 404 and never
   a redirect. GET and HEAD are recorded (HEAD as a machine click).
 - ``download``: the file, as an attachment; a bad token or a missing file is a 404.
@@ -36,7 +36,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..models import Attachment
-from . import recording, tokens
+from . import pending, recording, tokens
 from .rewrite import TRACKED_SCHEMES
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def pixel_response() -> HttpResponse:
     return response
 
 
-def _record_safely(what: str, record: Callable[..., int], *args: Any) -> None:
+def _record_safely(what: str, record: Callable[..., Any], *args: Any) -> None:
     try:
         record(*args)
     except Exception:
@@ -107,7 +107,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
         except tokens.InvalidToken as error:
             logger.info("notify_tracking: pixel with an invalid token (%s)", error)
         else:
-            _record_safely("pixel open", recording.record_open, request, parsed, occurred_at)
+            _record_safely("pixel open", pending.add_open, request, parsed, occurred_at)
     return pixel_response()
 
 
