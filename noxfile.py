@@ -1,7 +1,8 @@
 """Compatibility matrix: the test suite on each supported Python and Django, on SQLite.
 
-    nox -s tests                  # the whole matrix (9 cells)
-    nox -t ci                     # the subset CI runs (scripts/ci-release-checks.sh)
+    nox -s tests postgresql       # the whole matrix (9 cells) and the newest pair on
+                                  # PostgreSQL: what CI runs
+    nox -t ci                     # a quick subset: every Python and Django once
     nox -s "tests(python='3.10', django='4.2')"
     nox -l                        # list the cells
 
@@ -32,8 +33,8 @@ SUPPORTED_PYTHONS = {
     "5.2": ("3.10", "3.13"),
     "6.0": ("3.12", "3.13"),
 }
-# The subset CI runs: every Python and every Django at least once, within CI's
-# budget (see docs/release.md, "Compatibility matrix").
+# A quick subset for a local check: every Python and every Django at least once
+# (CI runs all the cells; see docs/release.md, "Compatibility matrix").
 CI_CELLS = {
     ("3.10", "4.2"),
     ("3.11", "5.2"),
@@ -42,7 +43,14 @@ CI_CELLS = {
     ("3.13", "6.0"),
 }
 
-nox.options.sessions = ["tests"]
+#: The newest pair, also run on PostgreSQL (session ``postgresql``).
+NEWEST = ("3.13", "6.0")
+#: The database of that run; the session's test database is created next to it.
+POSTGRESQL_URL = os.environ.get(
+    "NOTIFY_TRACKING_MATRIX_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"
+)
+
+nox.options.sessions = ["tests", "postgresql"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -85,14 +93,24 @@ _pyenv_on_path()
 @nox.parametrize(("python", "django"), _cells())
 def tests(session: nox.Session, django: str) -> None:
     """The suite without the ``worker``, ``browser`` and ``reliability`` tests, on SQLite."""
-    session.install("-e", ".[test]", DJANGOS[django])
+    # The suite runs on SQLite and kombu's filesystem broker whatever the caller's
+    # environment says.
+    _suite(session, django, database_url="")
+
+
+@nox.session(python=NEWEST[0])
+def postgresql(session: nox.Session) -> None:
+    """The same suite on PostgreSQL, with the newest Python and Django."""
+    _suite(session, NEWEST[1], database_url=POSTGRESQL_URL)
+
+
+def _suite(session: nox.Session, django: str, database_url: str) -> None:
+    session.install("-e", ".[test,postgres]", DJANGOS[django])
     session.run(
         "python", "-c", "import django, sys; print('Django', django.__version__, sys.version)"
     )
-    # The suite runs on SQLite and kombu's filesystem broker whatever the caller's
-    # environment says.
     env = {
-        "NOTIFY_TRACKING_TEST_DATABASE_URL": "",
+        "NOTIFY_TRACKING_TEST_DATABASE_URL": database_url,
         "NOTIFY_TRACKING_TEST_BROKER_URL": "",
     }
     session.run(

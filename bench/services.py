@@ -360,7 +360,7 @@ def commit_latency(samples: int = 200) -> dict[str, float]:
 def git_revision() -> dict[str, object]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
+        return out.stdout.rstrip("\n")  # porcelain lines may begin with a space
 
     changed = [line[3:] for line in git("status", "--porcelain", "notify_tracking").splitlines()]
     return {"commit": git("rev-parse", "--short", "HEAD"), "app_files_changed": changed}
