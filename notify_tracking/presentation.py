@@ -25,8 +25,8 @@ from django.db import models
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import NoReverseMatch, reverse
+from django.utils.functional import LazyObject, empty
 from django.utils.html import escape, format_html
-from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 from .permissions import can_view, for_viewer, get_permission
@@ -109,39 +109,38 @@ def render_badge(target: models.Model, summary: dict[str, Any], user: Any) -> st
 
 
 class BadgeIcons:
-    """Renders the icon-only badges of a page, from :func:`~notify_tracking.aggregate.badge_states`.
+    """Renders the icon-only badges one user sees on a page, from
+    :func:`~notify_tracking.aggregate.badge_states`.
 
-    Keep one per page (the template tag keeps it in the template's render context): it
-    remembers the markup of each (language, state, label, counts) and the URL pattern
-    of each model, so that a badge costs a permission check and a few string joins.
+    Keep one per page and user (the template tag keeps it in the template's render
+    context): it remembers the markup of each label and counts (a label is in one
+    language) and the URL pattern of each model, so that a badge costs a permission
+    check, two dict look-ups and a string join.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, user: Any) -> None:
+        self._user = _unwrapped(user)
         self._markup: dict[tuple, tuple[str, str]] = {}
         self._urls: dict[type[models.Model], tuple[str, str] | None] = {}
         self._permission = get_permission()  # what can_view() asks, looked up once
 
-    def render(self, target: models.Model, status: dict[str, Any], user: Any) -> str:
-        """The icon badge of ``target`` for ``user``; empty when nothing is to be shown."""
-        if status["state"] is None or not self._permission(user, target, status):
+    def render(self, target: models.Model, status: dict[str, Any]) -> str:
+        """The icon badge of ``target``; empty when nothing is to be shown to the user."""
+        state = status["state"]
+        if state is None or not self._permission(self._user, target, status):
             return ""
-        before, after = self._markup_of(status)
-        return f"{before}{self._url_attribute(target)}{after}"
-
-    def _markup_of(self, status: dict[str, Any]) -> tuple[str, str]:
         key = (
-            get_language(),
-            status["state"],
             status["label"],
+            state,
             status["complete"],
-            status["errors"],
             status["total"],
-            reached_count(status),
+            status["errors"],
+            status["reached"].get(state),
         )
         markup = self._markup.get(key)
         if markup is None:
             markup = self._markup[key] = self._build(status)
-        return markup
+        return f"{markup[0]}{self._url_attribute(target)}{markup[1]}"
 
     @staticmethod
     def _build(status: dict[str, Any]) -> tuple[str, str]:
@@ -196,3 +195,13 @@ class BadgeIcons:
             return None
         start, _placeholder, end = url.rpartition(_PK_PLACEHOLDER)
         return escape(start), escape(end)
+
+
+def _unwrapped(user: Any) -> Any:
+    """``request.user`` without its lazy wrapper: the permission reads a few attributes
+    of it for each badge, and each read through the wrapper costs more than the check."""
+    if isinstance(user, LazyObject):
+        if user._wrapped is empty:
+            user._setup()
+        return user._wrapped
+    return user

@@ -381,3 +381,16 @@ def test_latest_notification_is_the_one_shown(task, staff):
     assert Notification.objects.count() == 2
     assert "Reopened" in html and "latest of 2 notifications" in html
     assert "nt-badge--error" in html
+
+
+@pytest.mark.parametrize("who", ["viewer", "anonymous"])
+def test_list_badges_for_a_lazy_request_user(viewer, who):
+    # request.user as AuthenticationMiddleware sets it: evaluated on first use
+    from django.utils.functional import SimpleLazyObject
+
+    comments = _page_of_comments(3)
+    user = SimpleLazyObject(lambda: viewer if who == "viewer" else AnonymousUser())
+
+    html = render(MANY, user, comments=comments)
+
+    assert len(_badges(html)) == (3 if who == "viewer" else 0)

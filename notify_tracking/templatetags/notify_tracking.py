@@ -53,13 +53,15 @@ def delivery_badge(
     user = _user_of(context)
     if badges is None:
         return mark_safe(render_badge(target, summary(target), user))  # noqa: S308  (template output)
-    found = badges.get(target)
-    if found is None:
+    try:
+        found = badges.for_object(target)
+    except KeyError:  # not in the list given to {% delivery_badges_for %}
         found = badge_states([target]).for_object(target)
-    icons = context.render_context.get(BadgeIcons)
+    key = (BadgeIcons, id(user))  # one per page and user
+    icons = context.render_context.get(key)
     if icons is None:
-        icons = context.render_context[BadgeIcons] = BadgeIcons()
-    return mark_safe(icons.render(target, found, user))  # noqa: S308  (built with format_html)
+        icons = context.render_context[key] = BadgeIcons(user)
+    return mark_safe(icons.render(target, found))  # noqa: S308  (built with format_html)
 
 
 @register.simple_tag
