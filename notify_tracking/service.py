@@ -532,6 +532,36 @@ def _status_signal(delivery: Delivery, old_status: str, event: DeliveryEvent) ->
     )
 
 
+def revise_as_machine(delivery_id: int, event_ids: Iterable[int], reason: str) -> int:
+    """Mark these stored events of a delivery as automated; return how many changed.
+
+    The one revision the event log allows. Some automation shows only once it is over:
+    a scanner that follows every link of an email within a second is recognised at its
+    last click, after the first ones were recorded as a person's. Those events keep
+    their time, kind and details; ``is_machine`` becomes True, ``details`` get
+    ``machine_reason`` and ``"revised": True``, and the delivery's summary is recomputed
+    from its log, so its status may step back (e.g. from "Clicked" to "Delivered").
+    """
+    ids = list(event_ids)
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        events = list(delivery.events.filter(pk__in=ids, is_machine=False))
+        if not events:
+            return 0
+        for event in events:
+            event.is_machine = True
+            event.details = {**event.details, "machine_reason": reason, "revised": True}
+            event.save(update_fields=["is_machine", "details"])
+        old_status, before = delivery.status, _summary_of(delivery)
+        _refold(delivery)
+        changed = {k: v for k, v in _summary_of(delivery).items() if v != before[k]}
+        if changed:
+            Delivery.objects.filter(pk=delivery_id).update(**changed, updated_at=timezone.now())
+    if delivery.status != old_status:
+        transaction.on_commit(_status_signal(delivery, old_status, events[-1]))
+    return len(events)
+
+
 def _tracking_refused(delivery: Delivery, kind: str, source: str, receipt_wanted: set[int]) -> bool:
     """Whether this open or click must not be recorded: tracking is off for the delivery.
 

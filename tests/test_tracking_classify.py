@@ -255,14 +255,56 @@ def test_every_link_clicked_within_a_second_is_a_link_scanner(client, delivery):
     client.get(click_url(delivery, "https://example.com/one"), HTTP_USER_AGENT=THUNDERBIRD)
     client.get(click_url(delivery, "https://example.com/two"), HTTP_USER_AGENT=THUNDERBIRD)
     first, second = delivery.events.filter(kind="clicked").order_by("occurred_at", "id")
-    # The first click cannot know a burst will follow (the log is append-only).
-    assert first.is_machine is False
     assert second.is_machine is True
     assert second.details == {
         "url": "https://example.com/two",
         "machine_reason": "link_burst",
         "links": 2,
     }
+    # The first click looked like a person's until the burst completed: revised.
+    assert first.is_machine is True
+    assert first.details == {
+        "url": "https://example.com/one",
+        "machine_reason": "link_burst",
+        "revised": True,
+    }
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.click_count, delivery.machine_click_count) == (
+        "sent",
+        0,
+        2,
+    )
+    assert delivery.first_clicked_at is None
+
+
+@pytest.mark.django_db
+def test_a_burst_revised_counts_when_machine_clicks_count(client, delivery, settings):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "COUNT_MACHINE_OPENS": True}
+    client.get(click_url(delivery, "https://example.com/one"), HTTP_USER_AGENT=THUNDERBIRD)
+    client.get(click_url(delivery, "https://example.com/two"), HTTP_USER_AGENT=THUNDERBIRD)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.click_count, delivery.machine_click_count) == (
+        "clicked",
+        2,
+        2,
+    )
+
+
+@pytest.mark.django_db
+def test_a_person_clicking_before_the_burst_window_stays_a_person(client, delivery):
+    record_event(
+        delivery,
+        "clicked",
+        source="click",
+        occurred_at=timezone.now() - dt.timedelta(seconds=5),
+        details={"url": "https://example.com/one"},
+    )
+    client.get(click_url(delivery, "https://example.com/one"), HTTP_USER_AGENT=THUNDERBIRD)
+    client.get(click_url(delivery, "https://example.com/two"), HTTP_USER_AGENT=THUNDERBIRD)
+    events = list(delivery.events.filter(kind="clicked").order_by("occurred_at", "id"))
+    assert [event.is_machine for event in events] == [False, True, True]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.click_count) == ("clicked", 1)
 
 
 @pytest.mark.django_db
