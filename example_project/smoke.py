@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import shutil
 import socket
 import sys
@@ -215,6 +216,9 @@ def check_seeded_story(browser: Browser) -> None:
     if missing:
         raise SmokeFailure(f"the seed shows no {', no '.join(missing)}")
     page = browser.get(f"/tasks/{Task.objects.get(title=TASK_TITLE).pk}/")
+    # What each badge's popup loads when it is opened.
+    for url in re.findall(r'data-nt-url="([^"]+)"', page):
+        page += browser.get(html.unescape(url))
     for text in ("Read by", "Clicked", "possibly automatic open", "Mailbox full"):
         if text not in page:
             raise SmokeFailure(f"the seeded task's page does not say {text!r}")

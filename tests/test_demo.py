@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import html
 import json
 import os
 import re
@@ -372,13 +373,21 @@ def test_seeded_task_page_shows_each_status(seeded, client, django_user_model):
 
     client.force_login(django_user_model.objects.get(username="alice"))
     task = Task.objects.get(title="Login page rejects valid passwords")
-    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    page = page_and_popups(client, f"/tasks/{task.pk}/")
 
     assert ">Read by 1 of 3<" in page  # the task: Bob read it
     assert ">Clicked<" in page  # Alice's comment: Bob clicked its link...
     assert ">Read by 1 of 3; Error (1 of 3)<" in page  # ...and Dana's mailbox is full
     assert "Why it failed: 552 5.2.2 Mailbox full" in page
     assert "1 possibly automatic open (a mail client or a security scanner" in page  # Bob's
+
+
+def page_and_popups(client, path: str) -> str:
+    """The page, and the details each of its list badges loads when its popup opens."""
+    page = client.get(path).content.decode()
+    urls = re.findall(r'data-nt-url="([^"]+)"', page)
+    assert urls, f"{path} has no badge that loads its details"
+    return page + "".join(client.get(html.unescape(url)).content.decode() for url in urls)
 
 
 # --- the webhook channel and its receiver ----------------------------------------------
@@ -428,7 +437,7 @@ def test_a_comment_reaches_carol_over_the_webhook_too(task, people, client, sett
 
     inbox = client.get("/webhook-inbox/").content.decode()
     assert f'id="delivery-{hook.token}"' in inbox
-    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    page = page_and_popups(client, f"/tasks/{task.pk}/")
     assert "via Webhook" in page
     assert "Webhook does not report deliveries or reads" in page
 

@@ -50,6 +50,7 @@ from notify_tracking import status as st
 from notify_tracking.models import Delivery, EventSource, Notification
 from notify_tracking.reports import ingest_bytes
 from notify_tracking.sending import send_deliveries
+from notify_tracking.tracking.pending import apply_pending_opens
 from notify_tracking.tracking.policy import base_url
 from notify_tracking.tracking.rewrite import tracked_content
 
@@ -299,6 +300,8 @@ def open_pixel(user_agent: str):
     def play(delivery: Delivery, at: dt.datetime) -> None:
         for url in tracking_urls(delivery, "img", "src", "/open/")[:1]:
             request(url, user_agent)
+        # The request only kept the open; record it now (what the worker's task does).
+        apply_pending_opens()
 
     return play
 
