@@ -15,7 +15,7 @@ from django.test import override_settings
 from notify_tracking import notify, sending
 from notify_tracking import status as st
 from notify_tracking.channels.email import EmailChannel
-from notify_tracking.models import Delivery
+from notify_tracking.models import Attachment, Delivery
 from tests.reliability.fake_provider import accepted, running
 
 DROPPED = "consuming input failed: server closed the connection unexpectedly"
@@ -91,10 +91,14 @@ def test_a_connection_dropped_while_a_message_is_built_does_not_fail_the_deliver
     build = EmailChannel.build_message
     dropped = []
 
-    def build_on_a_dropped_connection(self, *args, **kwargs):
+    def build_on_a_dropped_connection(self, delivery, *args, **kwargs):
         if not dropped:  # what an administrator, a failover or a proxy restart does
             dropped.append(terminate_from_outside(connection))
-        return build(self, *args, **kwargs)
+            # A channel that reads the database while it builds (the email channel's
+            # reads are done before, with the batch): this query meets the dropped
+            # connection.
+            Attachment.objects.filter(notification_id=delivery.notification_id).count()
+        return build(self, delivery, *args, **kwargs)
 
     monkeypatch.setattr(EmailChannel, "build_message", build_on_a_dropped_connection)
     try:
