@@ -5,16 +5,22 @@ threads each, persistent PostgreSQL connections) with the same middleware; the b
 view answers the same GIF and headers and records nothing. wrk loads each for
 ``DURATION`` seconds after a warm-up, cycling through ``TOKENS`` different valid
 tokens (bench/pixel.lua). A pixel request only keeps the open (one INSERT of a
-PendingOpen); a Celery worker (prefork, 1 child, on the same two cores) applies them
-in batches while wrk runs. After the run, the bench waits until no open is left
-waiting, then counts the opens recorded (DeliveryEvent rows from the pixel) and
-compares them with wrk's request count; how long the last ones took to apply after
-the load ended is reported too.
+PendingOpen); a Celery task applies them in batches. The pixel is loaded twice:
+
+1. the view alone, in 4 rounds alternating with the bare view: no worker runs
+   during the load; then one worker (prefork, 1
+   child) applies what waits, and the bench reports how many opens it applied per
+   second;
+2. with that worker applying opens on the same two cores while wrk runs (the ratio
+   of the table). After it, the bench waits until no open is left waiting, counts the
+   opens recorded (DeliveryEvent rows from the pixel) and compares them with wrk's
+   request count.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import tempfile
 import time
@@ -29,6 +35,8 @@ WORKERS = 2
 THREADS = 4
 CONNECTIONS = 8
 DURATION = 20
+#: The bare view and the view alone alternate in this many rounds of DURATION in all.
+ROUNDS = 4
 WARMUP = 5
 DRAIN_TIMEOUT = 300
 LUA = Path(__file__).resolve().parent / "pixel.lua"
@@ -50,39 +58,55 @@ def run() -> dict[str, Any]:
         bare_file = Path(folder) / "bare.txt"
         pixel_file.write_text("\n".join(pixel_paths) + "\n")
         bare_file.write_text("\n".join(bare_paths) + "\n")
-        with services.celery_worker("pixel", concurrency=1):
-            with services.gunicorn(WORKERS, THREADS) as (port, workers):
-                load = services.load_average()
-                cpu_bare: dict[str, int] = {}
-                cpu_pixel: dict[str, int] = {}
-                _wrk(port, bare_file, WARMUP)
-                with services.cpu_usage(cpu_bare):
-                    bare = _wrk(port, bare_file, DURATION)
-                _wrk(port, pixel_file, WARMUP)
-                _drain()  # the warm-up's opens, before counting
+        with services.gunicorn(WORKERS, THREADS) as (port, workers):
+            load = services.load_average()
+            cpu_pixel: dict[str, int] = {}
+            _wrk(port, bare_file, WARMUP)
+            _wrk(port, pixel_file, WARMUP)
+            # 1. The view alone (the worker that applies the opens is stopped) and the
+            # bare view, in alternating rounds: the machine's load moves within seconds.
+            rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "alone": []}
+            for _ in range(ROUNDS):
+                rounds["bare"].append(_wrk(port, bare_file, DURATION // ROUNDS))
+                rounds["alone"].append(_wrk(port, pixel_file, DURATION // ROUNDS))
+            bare, alone = _combined(rounds["bare"]), _combined(rounds["alone"])
+            with services.celery_worker("pixel-apply", concurrency=1):
+                started = time.monotonic()
+                waiting = _waiting()
+                applied_in = _drain() - started
+            # 2. The view with the worker applying opens on the same two cores.
+            with services.celery_worker("pixel", concurrency=1):
                 before = _opens(ids)
                 with profiling.sampling("pixel", workers), services.cpu_usage(cpu_pixel):
                     pixel = _wrk(port, pixel_file, DURATION)
                 ended = time.monotonic()
-            # gunicorn has stopped: every answered request has inserted its open
-            drained = _drain()
+                drained = _drain()
         after = _opens(ids)
 
     recorded = after - before
     figures = {
         "tokens": TOKENS,
         "server": f"gunicorn {WORKERS} workers x {THREADS} threads (gthread)",
-        "wrk": f"1 thread, {CONNECTIONS} connections, {DURATION} s after {WARMUP} s warm-up",
+        "wrk": (
+            f"1 thread, {CONNECTIONS} connections, {DURATION} s after {WARMUP} s warm-up"
+            f" (bare and alone: {ROUNDS} alternating rounds of {DURATION // ROUNDS} s)"
+        ),
         "pixel_rps": pixel["rps"],
         "bare_rps": bare["rps"],
         "ratio": ratio(pixel["rps"], bare["rps"]),
+        "alone_rps": alone["rps"],
+        "alone_p99_ms": alone["p99_ms"],
+        "alone_ratio": ratio(alone["rps"], bare["rps"]),
+        "apply_rate": round(waiting / applied_in, 1) if applied_in > 0 else None,
+        "applied_after_alone": waiting,
         "pixel_p99_ms": pixel["p99_ms"],
         "bare_p99_ms": bare["p99_ms"],
         "pixel_requests": pixel["requests"],
         "opens_recorded": recorded,
         "drain_seconds": round(drained - ended, 1),
         "pixel": {**pixel, "cpu_percent": cpu_pixel},
-        "bare": {**bare, "cpu_percent": cpu_bare},
+        "alone": alone,
+        "bare": bare,
         "load_before": load,
     }
     announce(
@@ -91,6 +115,9 @@ def run() -> dict[str, Any]:
             "pixel_rps": pixel["rps"],
             "bare_rps": bare["rps"],
             "ratio": figures["ratio"],
+            "alone_rps": alone["rps"],
+            "alone_ratio": figures["alone_ratio"],
+            "apply_rate_per_s": figures["apply_rate"],
             "p99_ms": f"{pixel['p99_ms']} vs {bare['p99_ms']}",
             "requests": pixel["requests"],
             "opens_recorded": recorded,
@@ -98,6 +125,27 @@ def run() -> dict[str, Any]:
         },
     )
     return figures
+
+
+def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one side as one: all requests over all seconds; the worst p99 and max."""
+    requests = sum(run["requests"] for run in runs)
+    seconds = sum(run["seconds"] for run in runs)
+    return {
+        "requests": requests,
+        "rps": round(requests / seconds, 1),
+        "p50_ms": statistics.median(run["p50_ms"] for run in runs),
+        "p99_ms": max(run["p99_ms"] for run in runs),
+        "max_ms": max(run["max_ms"] for run in runs),
+        "errors": sum(run["errors"] for run in runs),
+        "rounds": [run["rps"] for run in runs],
+    }
+
+
+def _waiting() -> int:
+    from notify_tracking.tracking.pending import waiting
+
+    return waiting()
 
 
 def _drain() -> float:
@@ -134,6 +182,7 @@ def _wrk(port: int, paths: Path, seconds: int) -> dict[str, Any]:
     errors = sum(raw[key] for key in raw if key.endswith("_errors") or key == "timeouts")
     return {
         "requests": raw["requests"],
+        "seconds": raw["duration_us"] / 1e6,
         "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
         "p50_ms": round(raw["p50_us"] / 1000, 2),
         "p99_ms": round(raw["p99_us"] / 1000, 2),

@@ -93,10 +93,11 @@ class ReadOnlyInlineMixin:
 
 
 def _prefix_search(queryset: QuerySet, term: str, fields: tuple[str, ...]) -> QuerySet:
-    """Rows whose ``fields`` start with ``term`` (an index-friendly ``LIKE 'term%'``)."""
+    """Rows whose ``fields`` start with ``term`` in any case (``UPPER(field) LIKE 'TERM%'``:
+    for the recipient, the range the index on ``UPPER(recipient)`` answers)."""
     condition = Q()
     for field in fields:
-        condition |= Q(**{f"{field}__startswith": term})
+        condition |= Q(**{f"{field}__istartswith": term})
     return queryset.filter(condition)
 
 

@@ -98,7 +98,9 @@ def test_delivery_changelist_shows_columns(admin_client):
         ("user1@example.com", {"user1@example.com"}),
         ("User1@Example.COM", {"user1@example.com"}),  # an address in any case
         ("user1", {"user1@example.com", "user10@example.com", "user11@example.com"}),
+        ("USER1", {"user1@example.com", "user10@example.com", "user11@example.com"}),
         ("Weekly", {"zed@example.org"}),
+        ("weekly", {"zed@example.org"}),
         ("example.com", set()),
     ],
 )
