@@ -181,4 +181,6 @@ def test_two_links_in_the_same_second_are_still_a_burst(task, client):
     story.arrive(delivery, ("click", LINKS[1]), first + dt.timedelta(milliseconds=400), 1)
 
     machine = list(delivery.events.filter(kind="clicked").values_list("is_machine", flat=True))
-    assert machine == [False, True]
+    assert machine == [True, True]  # the second completes the burst and revises the first
+    delivery.refresh_from_db()
+    assert (delivery.click_count, delivery.machine_click_count) == (0, 2)
