@@ -292,7 +292,9 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
     quote = connection.ops.quote_name
 
     def column(model: type[models.Model], field: str) -> str:
-        return quote(model._meta.get_field(field).column)
+        concrete = model._meta.get_field(field)
+        assert isinstance(concrete, models.Field) and concrete.column  # a concrete column
+        return quote(concrete.column)
 
     names = {
         "notifications": quote(Notification._meta.db_table),
@@ -316,7 +318,7 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
     # Names are quoted from the models' _meta; every value is a parameter.
     sql = _COUNT_ROWS_SQL.format(**names, conditions=" OR ".join(conditions))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params)  # type: ignore[arg-type]  # ints and strings
         return cursor.fetchall()
 
 

@@ -174,8 +174,8 @@ def _record(matched: list[tuple[QueuedEvent, Target]]) -> Counter[str]:
     skipped = {new.delivery_id for new, event in zip(batch, stored, strict=True) if event is None}
     # Purged by retention between matching and recording: nothing left to update.
     existing = set(Delivery.objects.filter(pk__in=skipped).values_list("pk", flat=True))
-    for new, event in zip(batch, stored, strict=True):
-        if event is not None:
+    for new, result in zip(batch, stored, strict=True):
+        if result is not None:
             counts["applied"] += 1
         elif new.delivery_id in existing:
             counts["duplicate"] += 1

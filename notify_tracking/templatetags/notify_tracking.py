@@ -57,7 +57,7 @@ def delivery_badge(
         found = badges.for_object(target)
     except KeyError:  # not in the list given to {% delivery_badges_for %}
         found = badge_states([target]).for_object(target)
-    key = (BadgeIcons, id(user))  # one per page and user
+    key = f"notify_tracking.BadgeIcons:{id(user)}"  # one per page and user
     icons = context.render_context.get(key)
     if icons is None:
         icons = context.render_context[key] = BadgeIcons(user)

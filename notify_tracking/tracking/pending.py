@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connections, router, transaction
+from django.db import connections, models, router, transaction
 from django.http import HttpRequest
 
 from .. import status as st
@@ -57,16 +57,22 @@ def add_open(request: HttpRequest, token: OpenToken, occurred_at: dt.datetime) -
 _INSERTED = ("token", "group", "occurred_at", "user_agent", "ip_address")
 
 
+def _concrete(name: str) -> models.Field:
+    field = PendingOpen._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column  # each a concrete column
+    return field
+
+
 def _insert(**values: Any) -> None:
     """``PendingOpen.objects.create(**values)`` without the ORM's cost (a third of the
     request's CPU, measured): the same SQL, each value prepared by its own field."""
-    fields = [PendingOpen._meta.get_field(name) for name in _INSERTED]
+    fields = [_concrete(name) for name in _INSERTED]
     connection = connections[router.db_for_write(PendingOpen)]
     quote = connection.ops.quote_name
     # Identifiers from the model, quoted; every value is a query parameter.
     sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
         quote(PendingOpen._meta.db_table),
-        ", ".join(quote(field.column) for field in fields),
+        ", ".join(quote(field.column or field.name) for field in fields),
         ", ".join(["%s"] * len(fields)),
     )
     params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
