@@ -502,20 +502,24 @@ class _Batch:
             message_ids = [new.message_id for new, _ in pairs if new.message_id]
             if message_ids:
                 delivery.message_id = message_ids[-1]
-            # One UPDATE of the fields that changed: cheaper than bulk_update's CASE
-            # expressions, which cost more to build than the statements they save.
-            delivery.updated_at = now
-            changed = {
-                name: value
-                for name, value in _summary_of(delivery).items()
-                if value != before[name]
-            }
-            Delivery.objects.filter(pk=pk).update(**changed, updated_at=now)
+            _write_changes(delivery, before, now)
             changes.append((delivery, old_status, events[-1]))
         return [change for change in changes if change[0].status != change[1]]
 
 
 _SAVED_FIELDS = [*_SUMMARY_DEFAULTS, "message_id", "updated_at"]
+
+
+def _write_changes(delivery: Delivery, before: dict[str, Any], now: dt.datetime) -> None:
+    """One UPDATE of the summary fields that differ from ``before`` (and ``updated_at``).
+
+    Cheaper than ``bulk_update``'s CASE expressions for a batch, which cost more to
+    build than the statements they save.
+    """
+    delivery.updated_at = now
+    after = _summary_of(delivery)
+    changed = {name: value for name, value in after.items() if value != before[name]}
+    Delivery.objects.filter(pk=delivery.pk).update(**changed, updated_at=now)
 
 
 def _summary_of(delivery: Delivery) -> dict[str, Any]:
@@ -554,9 +558,7 @@ def revise_as_machine(delivery_id: int, event_ids: Iterable[int], reason: str) -
             event.save(update_fields=["is_machine", "details"])
         old_status, before = delivery.status, _summary_of(delivery)
         _refold(delivery)
-        changed = {k: v for k, v in _summary_of(delivery).items() if v != before[k]}
-        if changed:
-            Delivery.objects.filter(pk=delivery_id).update(**changed, updated_at=timezone.now())
+        _write_changes(delivery, before, timezone.now())
     if delivery.status != old_status:
         transaction.on_commit(_status_signal(delivery, old_status, events[-1]))
     return len(events)

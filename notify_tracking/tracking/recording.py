@@ -55,15 +55,13 @@ def record_click(request: HttpRequest, token: ClickToken, occurred_at: dt.dateti
     if not targets:
         return 0
     verdict = classify.classify(_hit(request, classify.CLICK, targets, occurred_at))
-    burst: list[int] = []
-    if not verdict.is_machine:
-        burst_verdict, burst = _link_burst(targets[0], token.url, occurred_at)
-        verdict = burst_verdict or verdict
+    burst = None if verdict.is_machine else _link_burst(targets[0], token.url, occurred_at)
+    verdict = burst or verdict
     verdict = classify.Verdict(verdict.is_machine, {"url": token.url, **verdict.details})
     stored = _record(
         request, targets, st.CLICKED, EventSource.CLICK, occurred_at, verdict, token.group
     )
-    if burst:
+    if burst is not None:
         # The burst's earlier clicks were recorded as a person's: they were not.
         since = occurred_at - dt.timedelta(seconds=classify.LINK_BURST_SECONDS)
         for target in targets:
@@ -165,28 +163,24 @@ def event_details(verdict: classify.Verdict, group: bool, recipients: int) -> di
 
 def _link_burst(
     target: dict[str, Any], url: str, occurred_at: dt.datetime
-) -> tuple[classify.Verdict | None, list[int]]:
-    """A machine verdict when this click completes clicks on every link within a second,
-    with the ids of the burst's earlier clicks recorded as a person's."""
+) -> classify.Verdict | None:
+    """A machine verdict when this click completes clicks on every link within a second."""
     since = occurred_at - dt.timedelta(seconds=classify.LINK_BURST_SECONDS)
     # The clicks of the second before this one, not after it: a click stamped later (an
     # ESP whose clock is ahead) must not make this one look like the end of a burst.
-    recent = list(
-        DeliveryEvent.objects.filter(
-            delivery_id=target["pk"], kind=st.CLICKED, occurred_at__range=(since, occurred_at)
-        ).values_list("pk", "details", "is_machine")
-    )
-    clicked = {details.get("url") for _, details, _ in recent if isinstance(details, dict)}
+    recent = DeliveryEvent.objects.filter(
+        delivery_id=target["pk"], kind=st.CLICKED, occurred_at__range=(since, occurred_at)
+    ).values_list("details", flat=True)
+    clicked = {details.get("url") for details in recent if isinstance(details, dict)}
     if not clicked - {url, None}:
-        return None, []  # no other link clicked within the window: no burst
+        return None  # no other link clicked within the window: no burst
     html = Notification.objects.filter(pk=target["notification_id"]).values_list("html", flat=True)
     links = {
         browser_url(link.href) for link in scan(html.first() or "").links if is_trackable_link(link)
     }
     if len(links) >= 2 and links <= clicked | {url}:
-        earlier = [pk for pk, _, is_machine in recent if not is_machine]
-        return classify.machine("link_burst", links=len(links)), earlier
-    return None, []
+        return classify.machine("link_burst", links=len(links))
+    return None
 
 
 def _record(
