@@ -14,22 +14,18 @@ class NotifyTrackingConfig(AppConfig):
         from .reports import handle_inbound
 
         inbound.connect(handle_inbound, dispatch_uid="notify_tracking.reports.handle_inbound")
-        self._connect_esp_and_read_notices()
+        self._connect_esp()
 
-    def _connect_esp_and_read_notices(self) -> None:
-        """ESP tracking webhooks (docs/esp-webhooks.md) and read notices (docs/read-notices.md)."""
+    def _connect_esp(self) -> None:
+        """ESP tracking webhooks (docs/esp-webhooks.md)."""
         from anymail.signals import tracking
         from django.core.signals import request_finished, request_started
 
-        from . import esp, read_notices
+        from . import esp
         from .esp import buffer
-        from .signals import delivery_status_changed
 
         tracking.connect(esp.on_tracking, dispatch_uid="notify_tracking.esp.on_tracking")
         request_started.connect(buffer.open_buffer, dispatch_uid="notify_tracking.esp.open_buffer")
         request_finished.connect(
             buffer.close_buffer, dispatch_uid="notify_tracking.esp.close_buffer"
-        )
-        delivery_status_changed.connect(
-            read_notices.on_status_changed, dispatch_uid="notify_tracking.read_notices"
         )

@@ -79,28 +79,35 @@ def digest_schedule() -> LocalCrontab:
 # --- instant ----------------------------------------------------------------------
 
 
-def on_status_changed(
-    sender: Any, delivery: Delivery, new_status: str, event: DeliveryEvent | None, **kwargs: Any
-) -> None:
-    """``delivery_status_changed`` receiver: enqueue an instant notice for a first read.
+def read_by_a_person(status: str, events: Iterable[DeliveryEvent]) -> bool:
+    """Whether a delivery that just changed to ``status`` with these new events was read
+    by a person: an engagement status reached by at least one human open, click or
+    download (an automated one never tells, whatever ``COUNT_MACHINE_OPENS`` says)."""
+    return status in st.ENGAGEMENT and any(
+        event.kind in READ_KINDS and not event.is_machine for event in events
+    )
 
-    It runs after the commit of whatever recorded the read (a pixel request, an ESP
-    task), so it never raises: a failure is logged.
+
+def enqueue_instant_notices(delivery_ids: Iterable[int]) -> None:
+    """Enqueue an instant notice for each of these deliveries, just read by a person,
+    whose sender asks for one and that was not reported yet: one query for them all.
+
+    The recording of events calls it after its commit (``on_commit``), once per batch
+    of events, so it never raises: a failure is logged.
     """
-    if new_status not in st.ENGAGEMENT or event is None or event.is_machine:
-        return
-    if event.kind not in READ_KINDS:
+    ids = sorted(set(delivery_ids))
+    if not ids:
         return
     try:
         wanted = Delivery.objects.filter(
-            pk=delivery.pk,
+            pk__in=ids,
             read_notice_sent_at__isnull=True,
             notification__sender__notify_tracking_pref__read_notice=ReadNotice.INSTANT,
-        ).exists()
-        if wanted:
-            _enqueue_instant(delivery.pk)
+        ).values_list("pk", flat=True)
+        for delivery_id in wanted:
+            _enqueue_instant(delivery_id)
     except Exception:
-        logger.exception("notify_tracking: could not enqueue the read notice of %s", delivery.pk)
+        logger.exception("notify_tracking: could not enqueue the read notices of %s", ids)
 
 
 def _enqueue_instant(delivery_id: int) -> None:

@@ -8,6 +8,7 @@ applies the rule of :mod:`notify_tracking.status` to the delivery's summary fiel
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from django.core.files.base import ContentFile, File
 from django.db import models, transaction
 from django.utils import timezone
 
+from . import read_notices, summary_writes
 from . import status as st
 from .conf import channel_names, get_channel, get_setting
 from .models import (
@@ -412,9 +414,15 @@ class _Batch:
         with transaction.atomic():
             self.deliveries, seen = self._lock()
             self._store(seen)
-            changes = self._apply()
-        for delivery, old_status, event in changes:
-            transaction.on_commit(_status_signal(delivery, old_status, event))
+            changes, read = self._apply()
+            summary_writes.write(changes, timezone.now())
+        for change in changes:
+            if change.delivery.status != change.old_status:
+                transaction.on_commit(
+                    _status_signal(change.delivery, change.old_status, change.last_event)
+                )
+        if read:
+            transaction.on_commit(functools.partial(read_notices.enqueue_instant_notices, read))
 
     def _lock(self) -> tuple[dict[int, Delivery], set[tuple[int, str]]]:
         """Lock the deliveries (in pk order); find the provider event ids already stored."""
@@ -481,14 +489,14 @@ class _Batch:
             ).values_list("pk", flat=True)
         )
 
-    def _apply(self) -> list[tuple[Delivery, str, DeliveryEvent]]:
-        """Apply the stored events to their deliveries and save each delivery once."""
+    def _apply(self) -> tuple[list[summary_writes.Change], list[int]]:
+        """Apply the stored events to their deliveries: what changed in each, and the
+        deliveries just read by a person (for the senders' read notices)."""
         by_delivery: dict[int, list[tuple[NewEvent, DeliveryEvent]]] = {}
         for new, event in zip(self.events, self.stored, strict=True):
             if event is not None:
                 by_delivery.setdefault(new.delivery_id, []).append((new, event))
-        changes = []
-        now = timezone.now()
+        changes, read = [], []
         for pk, pairs in by_delivery.items():
             delivery = self.deliveries[pk]
             old_status = delivery.status
@@ -502,24 +510,15 @@ class _Batch:
             message_ids = [new.message_id for new, _ in pairs if new.message_id]
             if message_ids:
                 delivery.message_id = message_ids[-1]
-            _write_changes(delivery, before, now)
-            changes.append((delivery, old_status, events[-1]))
-        return [change for change in changes if change[0].status != change[1]]
+            changes.append(summary_writes.Change(delivery, old_status, before, events[-1]))
+            if delivery.status != old_status and read_notices.read_by_a_person(
+                delivery.status, events
+            ):
+                read.append(pk)
+        return changes, read
 
 
 _SAVED_FIELDS = [*_SUMMARY_DEFAULTS, "message_id", "updated_at"]
-
-
-def _write_changes(delivery: Delivery, before: dict[str, Any], now: dt.datetime) -> None:
-    """One UPDATE of the summary fields that differ from ``before`` (and ``updated_at``).
-
-    Cheaper than ``bulk_update``'s CASE expressions for a batch, which cost more to
-    build than the statements they save.
-    """
-    delivery.updated_at = now
-    after = _summary_of(delivery)
-    changed = {name: value for name, value in after.items() if value != before[name]}
-    Delivery.objects.filter(pk=delivery.pk).update(**changed, updated_at=now)
 
 
 def _summary_of(delivery: Delivery) -> dict[str, Any]:
@@ -558,7 +557,9 @@ def revise_as_machine(delivery_id: int, event_ids: Iterable[int], reason: str) -
             event.save(update_fields=["is_machine", "details"])
         old_status, before = delivery.status, _summary_of(delivery)
         _refold(delivery)
-        _write_changes(delivery, before, timezone.now())
+        summary_writes.write(
+            [summary_writes.Change(delivery, old_status, before, events[-1])], timezone.now()
+        )
     if delivery.status != old_status:
         transaction.on_commit(_status_signal(delivery, old_status, events[-1]))
     return len(events)

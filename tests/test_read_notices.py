@@ -5,10 +5,12 @@ import zoneinfo
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notify_tracking import notify
+from notify_tracking import notify, read_notices
 from notify_tracking.checks import check_settings
 from notify_tracking.models import Delivery, TrackingPreference
 from notify_tracking.read_notices import (
@@ -17,7 +19,7 @@ from notify_tracking.read_notices import (
     send_digests,
     send_instant_notice,
 )
-from notify_tracking.service import record_event
+from notify_tracking.service import NewEvent, record_event, record_events
 from notify_tracking.tasks import beat_schedule, send_read_digests
 from tests.esp_payloads import NOW, post_sendgrid, sendgrid_event
 from tests.esp_payloads import send as send_via_anymail
@@ -100,6 +102,49 @@ def test_machine_opens_never_tell(task, sender, django_capture_on_commit_callbac
 
     read(bob, capture, kind="clicked")  # a person's click
     assert len(notices_to("sam@example.com")) == 1
+
+
+def test_a_batch_of_first_reads_tells_each_sender_who_asked_with_one_query(
+    task, sender, django_user_model, django_capture_on_commit_callbacks, monkeypatch
+):
+    capture = django_capture_on_commit_callbacks
+    wants(sender, "instant")
+    quiet = django_user_model.objects.create_user("quinn", "quinn@example.com", "pw")
+    asked = sent(task, [f"r{n}@example.com" for n in range(6)], sender, capture)
+    not_asked = sent(task, ["x@example.com"], quiet, capture)
+    when = timezone.now()
+    batch = [
+        NewEvent(delivery_id=d.pk, kind="opened", source="pixel", occurred_at=when)
+        for d in [*asked, *not_asked]
+    ]
+    # A person's open, then a proxy's in the same batch: the person read it.
+    batch.append(
+        NewEvent(
+            delivery_id=asked[0].pk,
+            kind="opened",
+            source="pixel",
+            occurred_at=when + dt.timedelta(seconds=5),
+            is_machine=True,
+        )
+    )
+
+    with capture(execute=False) as callbacks:
+        record_events(batch)
+    enqueued = []
+    monkeypatch.setattr(read_notices, "_enqueue_instant", enqueued.append)
+    with CaptureQueriesContext(connection) as queries:
+        for callback in callbacks:
+            callback()
+    assert len(queries) == 1  # who of them asked: one look-up for the batch
+    assert sorted(enqueued) == sorted(d.pk for d in asked)
+
+    monkeypatch.undo()
+    for callback in callbacks:  # now with the real task (eager here)
+        callback()
+    assert sorted(m.subject for m in notices_to("sam@example.com")) == sorted(
+        f"r{n}@example.com read “Build failed”" for n in range(6)
+    )
+    assert notices_to("quinn@example.com") == []
 
 
 @pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
