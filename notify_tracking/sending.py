@@ -26,6 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from . import status as st
 from .channels.base import SendResult
@@ -201,7 +202,11 @@ def _record(delivery: Delivery, result: SendResult) -> str:
         return st.SENT
     if result.status == st.DEFERRED:
         if delivery.attempts >= get_setting("MAX_ATTEMPTS"):
-            reason = f"{result.error} (gave up after {delivery.attempts} attempts)"
+            reason = ngettext(
+                "%(error)s (gave up after %(attempts)d attempt)",
+                "%(error)s (gave up after %(attempts)d attempts)",
+                delivery.attempts,
+            ) % {"error": result.error, "attempts": delivery.attempts}
             record_event(
                 delivery,
                 st.FAILED,

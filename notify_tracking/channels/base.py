@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext as _
 
 from .. import status as st
 from ..exceptions import ChannelError, TransientChannelError
@@ -130,7 +131,9 @@ class Channel:
         except DatabaseError as error:
             # Building reads the database (attachments...): a dropped connection or a
             # lock timeout is a passing fault of ours, not of the message. Retried.
-            reason = f"database error while preparing the message: {type(error).__name__}"
+            reason = _("database error while preparing the message: %(error)s") % {
+                "error": type(error).__name__
+            }
             return self._result_of(TransientChannelError(reason))
         except Exception as error:
             logger.exception(
