@@ -99,15 +99,23 @@ def enqueue_instant_notices(delivery_ids: Iterable[int]) -> None:
     if not ids:
         return
     try:
-        wanted = Delivery.objects.filter(
-            pk__in=ids,
-            read_notice_sent_at__isnull=True,
-            notification__sender__notify_tracking_pref__read_notice=ReadNotice.INSTANT,
-        ).values_list("pk", flat=True)
-        for delivery_id in wanted:
-            _enqueue_instant(delivery_id)
+        wanted = list(
+            Delivery.objects.filter(
+                pk__in=ids,
+                read_notice_sent_at__isnull=True,
+                notification__sender__notify_tracking_pref__read_notice=ReadNotice.INSTANT,
+            ).values_list("pk", flat=True)
+        )
     except Exception:
-        logger.exception("notify_tracking: could not enqueue the read notices of %s", ids)
+        logger.exception("notify_tracking: could not look up the read notices of %s", ids)
+        return
+    for delivery_id in wanted:
+        try:
+            _enqueue_instant(delivery_id)
+        except Exception:
+            logger.exception(
+                "notify_tracking: could not enqueue the read notice of %s", delivery_id
+            )
 
 
 def _enqueue_instant(delivery_id: int) -> None:

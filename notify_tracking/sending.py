@@ -35,6 +35,7 @@ from .models import Delivery, EventSource
 from .service import record_event
 
 logger = logging.getLogger(__name__)
+MESSAGE_ID_MAX = Delivery._meta.get_field("message_id").max_length or 255
 
 #: A retry message may arrive this much before its delivery is due (clock skew).
 EARLY_ARRIVAL = dt.timedelta(seconds=5)
@@ -190,6 +191,7 @@ def _record(delivery: Delivery, result: SendResult) -> str:
     again after a commit whose answer was lost, it is stored once (``provider_event_id``).
     """
     once = f"send:{delivery.claim}"
+    result.message_id = _storable_message_id(delivery, result.message_id)
     if result.status == st.SENT:
         record_event(
             delivery,
@@ -236,6 +238,22 @@ def _record(delivery: Delivery, result: SendResult) -> str:
         details=result.details,
     )
     return result.status
+
+
+def _storable_message_id(delivery: Delivery, message_id: str) -> str:
+    """The provider's message id, or "" when it is longer than the column holds: the
+    message was sent and is recorded so (not sent again); its webhooks cannot be matched
+    by that id, which the log says."""
+    if message_id and len(message_id) > MESSAGE_ID_MAX:
+        logger.warning(
+            "notify_tracking: delivery %s: the provider's message id is %s characters long, "
+            "more than the %s stored; recorded without it",
+            delivery.pk,
+            len(message_id),
+            MESSAGE_ID_MAX,
+        )
+        return ""
+    return message_id
 
 
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:

@@ -311,13 +311,19 @@ _SUMMARY_DEFAULTS: dict[str, Any] = {
     "last_event_at": None,
 }
 _SOURCES = set(EventSource.values)
+#: The longest provider message id and provider event id the columns hold.
+_ID_LIMITS = {
+    "message_id": Delivery._meta.get_field("message_id").max_length,
+    "provider_event_id": DeliveryEvent._meta.get_field("provider_event_id").max_length,
+}
 
 
 @dataclass(frozen=True)
 class NewEvent:
     """One event for :func:`record_events`: the arguments of :func:`record_event`.
 
-    Raises ``ValueError`` when built with an unknown kind or source or a naive time.
+    Raises ``ValueError`` when built with an unknown kind or source, a naive time, or
+    an id longer than its column (cut, it would match the wrong message or event).
     """
 
     delivery_id: int
@@ -340,6 +346,10 @@ class NewEvent:
             )
         if timezone.is_naive(self.occurred_at):
             raise ValueError("occurred_at must be an aware datetime")
+        for name, limit in _ID_LIMITS.items():
+            value = getattr(self, name) or ""
+            if limit is not None and len(value) > limit:
+                raise ValueError(f"{name} is longer than {limit} characters ({len(value)})")
 
 
 def record_event(

@@ -70,7 +70,7 @@ def _update_from_values(
     pk_field = Delivery._meta.pk
     assert pk_field is not None
     fields = [pk_field, *(_field(name) for name in names)]
-    casts = [field.cast_db_type(connection) for field in fields]
+    casts = [_cast(field, connection) for field in fields]
     one_row = "({})".format(", ".join(f"%s::{cast}" for cast in casts))
     columns = [quote(field.column or field.name) for field in fields]
     # Identifiers and types from the model, quoted; every value is a query parameter.
@@ -89,6 +89,14 @@ def _update_from_values(
         )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def _cast(field: models.Field, connection: Any) -> str:
+    """The type a value of ``field`` is cast to in VALUES. Text without a length: a cast
+    to ``varchar(n)`` would cut a longer value silently, the column refuses it."""
+    if isinstance(field, models.CharField):
+        return str(connection.ops.cast_char_field_without_max_length)
+    return str(field.cast_db_type(connection))
 
 
 def _field(name: str) -> models.Field:

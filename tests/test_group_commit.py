@@ -13,7 +13,7 @@ import uuid
 
 import django
 import pytest
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 
 from notify_tracking.models import PendingOpen
 from notify_tracking.tracking import group_commit, pending
@@ -53,42 +53,82 @@ def writer_counting_statements():
     return GroupCommit("default", statement), sizes
 
 
-def insert_concurrently(writer, rows):
-    """Insert ``rows[0]`` in a thread whose statement is held until every other row,
-    each in a thread of its own, is waiting; return each thread's exception or None."""
-    outcomes = [None] * len(rows)
-    holding = threading.Event()
+class Threads:
+    """Callers of one writer, each in a thread of its own, started in a known order:
+    the first leads a group of its own and its statement is held (an execute wrapper
+    on its connection) until ``release()``; each next one is started once the one
+    before it is waiting, so the groups formed are known."""
 
-    def hold(execute, sql, params, many, context):
-        holding.set()
-        deadline = time.monotonic() + 30
-        while len(writer._waiting.rows) < len(rows) - 1:  # the next group, filling up
-            assert time.monotonic() < deadline, "the other threads never waited"
-            time.sleep(0.005)
-        return execute(sql, params, many, context)
+    def __init__(self, writer):
+        self.writer = writer
+        self.outcomes = {}
+        self.threads = []
+        self.holding = threading.Event()
+        self.released = threading.Event()
 
-    def run(index):
+    def _run(self, index, row, hold):
         try:
-            if index == 0:
-                with connection.execute_wrapper(hold):
-                    writer.insert(rows[index])
+            if hold:
+                with connection.execute_wrapper(self._hold):
+                    self.writer.insert(row)
             else:
-                writer.insert(rows[index])
-        except Exception as error:  # each caller's outcome, asserted by the test
-            outcomes[index] = error
+                self.writer.insert(row)
+            self.outcomes[index] = None
+        except Exception as error:  # each caller's outcome, asserted by the tests
+            self.outcomes[index] = error
         finally:
             close_old_connections()
 
-    leader = threading.Thread(target=run, args=(0,))
-    leader.start()
-    assert holding.wait(30)
-    others = [threading.Thread(target=run, args=(index,)) for index in range(1, len(rows))]
-    for thread in others:
-        thread.start()
-    for thread in [leader, *others]:
-        thread.join(timeout=60)
-        assert not thread.is_alive()
-    return outcomes
+    def _hold(self, execute, sql, params, many, context):
+        self.holding.set()
+        assert self.released.wait(30), "never released"
+        return execute(sql, params, many, context)
+
+    def start(self, rows, *, hold_first=True):
+        for index, row in enumerate(rows):
+            waiting = len(self.writer._waiting.rows)
+            held = index == 0 and hold_first
+            thread = threading.Thread(target=self._run, args=(index, row, held))
+            thread.start()
+            self.threads.append(thread)
+            if held:
+                assert self.holding.wait(30)
+            else:
+                wait_until(
+                    lambda waiting=waiting, thread=thread: (
+                        len(self.writer._waiting.rows) > waiting or not thread.is_alive()
+                    )
+                )
+        return self
+
+    def release(self):
+        self.released.set()
+
+    def join(self):
+        self.release()
+        for thread in self.threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+        return [self.outcomes[index] for index in range(len(self.threads))]
+
+
+def wait_until(condition, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def insert_concurrently(writer, rows):
+    """Each row's outcome (None or the exception), the first row's statement held
+    until every other row waits."""
+    threads = Threads(writer).start(rows)
+    wait_until(lambda: len(writer._waiting.rows) == len(rows) - 1)
+    return threads.join()
+
+
+def stored():
+    return sorted(PendingOpen.objects.values_list("user_agent", flat=True))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -100,8 +140,7 @@ def test_threads_that_arrive_while_a_leader_inserts_share_the_next_statement():
 
     assert outcomes == [None] * 8
     assert sizes == [1, 7]  # the leader alone, then the seven that waited, in one INSERT
-    stored = sorted(PendingOpen.objects.values_list("user_agent", flat=True))
-    assert stored == [f"agent {n}" for n in range(8)]
+    assert stored() == [f"agent {n}" for n in range(8)]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -123,61 +162,89 @@ def test_a_lone_caller_inserts_at_once_and_its_row_is_committed_when_it_returns(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_group_is_an_error_for_each_of_its_callers_and_stores_none_of_it():
+def test_a_row_the_database_refuses_loses_only_itself():
     writer, sizes = writer_counting_statements()
-    first = PendingOpen.objects.create(
-        token=uuid.uuid4(), occurred_at=WHEN, user_agent="already stored"
-    )
+    PendingOpen.objects.create(token=uuid.uuid4(), occurred_at=WHEN, user_agent="already stored")
     bad = load("bad")
-    bad[0] = None  # token is NOT NULL: the whole statement of its group fails
-    rows = [load("leader"), load("a"), bad, load("b")]
+    bad[0] = None  # token is NOT NULL: the statement of its group fails as a whole
 
-    outcomes = insert_concurrently(writer, rows)
+    outcomes = insert_concurrently(writer, [load("leader"), load("a"), bad, load("b")])
 
-    assert outcomes[0] is None  # the leader's own group (itself) was fine
-    for outcome in outcomes[1:]:
-        # The thread that led the group sees the database's error; the others are
-        # told their group was not stored, with that error as the cause.
-        if isinstance(outcome, GroupNotStored):
-            outcome = outcome.__cause__
-        assert isinstance(outcome, IntegrityError)
-    assert sizes == [1, 3]
-    stored = sorted(PendingOpen.objects.values_list("user_agent", flat=True))
-    assert stored == ["already stored", "leader"]  # nothing recorded before is lost
-    assert PendingOpen.objects.filter(pk=first.pk).exists()
+    # The group of three failed and nothing of it was committed; each then inserted
+    # its own row alone: only the refused one is lost, with the database's error.
+    assert sizes == [1, 3, 1, 1, 1]
+    assert outcomes[:2] == [None, None] and outcomes[3] is None
+    assert isinstance(outcomes[2], IntegrityError)
+    assert stored() == ["a", "already stored", "b", "leader"]
 
-    writer.insert(load("after"))  # the writer goes on after a failed group
-    assert PendingOpen.objects.filter(user_agent="after").exists()
+    writer.insert(load("after"))  # the writer goes on
+    assert "after" in stored()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_group_larger_than_one_statement_is_stored_whole_or_not_at_all(monkeypatch):
     monkeypatch.setattr(group_commit, "MAX_ROWS", 2)
-    writer, sizes = writer_counting_statements()
-    bad = load("bad")
-    bad[0] = None
-    rows = [load("leader"), load("a"), load("b"), load("c"), bad]
+    calls = []
+
+    def statement(rows):
+        calls.append(rows)
+        if len(calls) == 3:  # the group's second statement: one the database refuses
+            return "INSERT INTO nowhere VALUES (1)"
+        return pending._insert_statement("default", rows)
+
+    writer = GroupCommit("default", statement)
+    rows = [load("leader"), load("a"), load("b"), load("c")]
 
     outcomes = insert_concurrently(writer, rows)
 
+    assert calls == [1, 2, 1]  # the leader; the group of three: [a, b], then [c] failed
     assert outcomes[0] is None
-    assert all(outcome is not None for outcome in outcomes[1:])
-    assert sizes == [1, 2, 2]  # the group of four in two statements, the second failed
-    assert list(PendingOpen.objects.values_list("user_agent", flat=True)) == ["leader"]
-
-    good = [load("leader 2"), load("d"), load("e"), load("f")]
-    sizes.clear()
-    assert insert_concurrently(writer, good) == [None] * 4
-    assert sizes == [1, 2, 1]
-    assert PendingOpen.objects.count() == 5
+    # The thread that led the group has the database's error, the others are told
+    # their group was not stored; no row was retried alone (not a refused value).
+    told = [outcome for outcome in outcomes[1:] if isinstance(outcome, GroupNotStored)]
+    (raised,) = [outcome for outcome in outcomes[1:] if not isinstance(outcome, GroupNotStored)]
+    assert isinstance(raised, DatabaseError) and len(told) == 2
+    assert all(outcome.__cause__ is raised for outcome in told)
+    assert stored() == ["leader"]  # [a, b] was rolled back with the failed statement
 
 
-@pytest.mark.django_db
-def test_a_caller_in_a_transaction_inserts_alone_and_rolls_back_with_it():
+@pytest.mark.parametrize("how", ["atomic", "autocommit off"])
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_outside_autocommit_inserts_alone_and_takes_no_waiting_row(how):
     writer, sizes = writer_counting_statements()
-    with pytest.raises(RuntimeError), transaction.atomic():
-        writer.insert(load("in a transaction"))
-        assert PendingOpen.objects.filter(user_agent="in a transaction").exists()
-        raise RuntimeError("the caller's transaction fails")
-    assert sizes == [1]
-    assert not PendingOpen.objects.exists()
+    threads = Threads(writer).start([load("leader"), load("waiting")])
+    wait_until(lambda: len(writer._waiting.rows) == 1)
+
+    if how == "atomic":
+        with pytest.raises(RuntimeError), transaction.atomic():
+            writer.insert(load("in a transaction"))
+            raise RuntimeError("the caller's transaction fails")
+    else:
+        transaction.set_autocommit(False)
+        try:
+            writer.insert(load("in a transaction"))
+            transaction.rollback()
+        finally:
+            transaction.set_autocommit(True)
+
+    assert sizes == [1, 1]  # the held leader, then this caller alone, at once
+    assert len(writer._waiting.rows) == 1  # the waiting row was left to its group
+    assert threads.join() == [None, None]
+    assert sizes == [1, 1, 1]
+    assert stored() == ["leader", "waiting"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stalled_leader_does_not_hold_up_the_next_group(monkeypatch):
+    monkeypatch.setattr(group_commit, "STALL_SECONDS", 0.2)
+    writer, sizes = writer_counting_statements()
+    threads = Threads(writer).start([load("stalled"), load("a"), load("b"), load("c")])
+
+    # The leader is still held; the three behind it were inserted by one of them.
+    wait_until(lambda: all(index in threads.outcomes for index in (1, 2, 3)))
+    assert [threads.outcomes[index] for index in (1, 2, 3)] == [None, None, None]
+    assert stored() == ["a", "b", "c"]
+    assert sizes == [1, 3]
+
+    assert threads.join() == [None] * 4
+    assert stored() == ["a", "b", "c", "stalled"]

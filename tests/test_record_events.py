@@ -146,6 +146,16 @@ def test_a_bad_event_is_refused_when_built():
         NewEvent(delivery_id=1, kind="sent", source="esp", occurred_at=dt.datetime(2026, 1, 1))
     with pytest.raises(ValueError):
         NewEvent(delivery_id=1, kind="teleported", source="esp", occurred_at=at(0))
+    for name in ("message_id", "provider_event_id"):
+        with pytest.raises(ValueError, match=f"{name} is longer than 255 characters"):
+            NewEvent(
+                delivery_id=1,
+                kind="delivered",
+                source="esp",
+                occurred_at=at(0),
+                **{name: "x" * 256},
+            )
+    NewEvent(delivery_id=1, kind="delivered", source="esp", occurred_at=at(0), message_id="x" * 255)
 
 
 def test_each_status_change_is_signalled_once_after_commit(

@@ -184,6 +184,18 @@ def test_provider_accepts_and_its_message_id_is_stored(
     assert request.json["Headers"] == [{"Name": "Message-ID", "Value": delivery.email_message_id}]
 
 
+def test_a_message_id_too_long_to_store_is_left_out_and_the_send_recorded(
+    task, postmark, django_capture_on_commit_callbacks, caplog
+):
+    long_id = "pm-" + "9" * 300
+    answer(postmark, 200, {"ErrorCode": 0, "Message": "OK", "MessageID": long_id, "To": RECIPIENT})
+    delivery = send_now(task, [RECIPIENT], django_capture_on_commit_callbacks).deliveries.get()
+    # Sent, and recorded so: never sent again for want of a place to keep the id.
+    assert (delivery.status, delivery.message_id, delivery.attempts) == ("sent", "", 1)
+    assert "the provider's message id is 303 characters long" in caplog.text
+    assert len(postmark.log) == 1
+
+
 def test_provider_rejects_an_inactive_recipient(task, postmark, django_capture_on_commit_callbacks):
     message = (
         "You tried to send to a recipient that has been marked as inactive.\n"

@@ -13,8 +13,16 @@ Nobody waits for company: a leader inserts what is there at once, so a lone requ
 returns only after its own row is committed, or with the error that lost it: the
 durability of each open is unchanged, only the cost of it is shared.
 
-A thread inside a transaction (``atomic``) inserts alone, on its own connection,
-so that no other request's row depends on its outcome.
+What one caller cannot spoil for the others:
+
+- a thread whose connection is not in autocommit (inside ``atomic``, or after
+  ``set_autocommit(False)``) inserts alone, in its own transaction;
+- when a group's statement fails for a reason that may be one row's or one
+  connection's (a value the database refuses, a closed connection), nothing of it was
+  committed, and each caller inserts its own row again, alone, on its own connection:
+  only the row or connection at fault is lost;
+- a group that waits more than ``STALL_SECONDS`` for a busy leader (a hung connection)
+  is led by one of its own threads, beside it.
 
 Measured in ``bench/`` (docs/performance.md, the pixel).
 """
@@ -22,13 +30,18 @@ Measured in ``bench/`` (docs/performance.md, the pixel).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import DataError, IntegrityError, InterfaceError, connections, transaction
 
 #: The most rows one statement carries (SQLite takes 999 parameters by default).
 MAX_ROWS = 100
+#: How long a group waits for a busy leader before one of its threads leads it.
+STALL_SECONDS = 0.5
+#: Errors after which nothing of the group was committed and a row may be fine alone.
+RETRY_ALONE = (DataError, IntegrityError, InterfaceError)
 
 
 class GroupNotStored(Exception):
@@ -36,10 +49,11 @@ class GroupNotStored(Exception):
 
 
 class _Group:
-    __slots__ = ("done", "error", "rows")
+    __slots__ = ("done", "error", "rows", "taken")
 
     def __init__(self) -> None:
         self.rows: list[Sequence[Any]] = []
+        self.taken = False  # a thread leads it
         self.done = False
         self.error: BaseException | None = None
 
@@ -56,36 +70,60 @@ class GroupCommit:
         self.alias = alias
         self.statement = statement
         self._lock = threading.Condition(threading.Lock())
-        self._waiting = _Group()
-        self._leading = False
+        self._waiting = _Group()  # the group rows join; never taken
+        self._leaders = 0
 
     def insert(self, row: Sequence[Any]) -> None:
-        if connections[self.alias].in_atomic_block:
+        if not connections[self.alias].get_autocommit():
             self._execute([row])  # part of this caller's transaction, not of a group
             return
+        group, leads = self._join(row)
+        if leads:
+            self._lead(group)
+        error = group.error
+        if error is None:
+            return
+        if len(group.rows) > 1 and isinstance(error, RETRY_ALONE):
+            self._execute([row])  # nothing of the group was committed; alone, it may be
+            return
+        if leads:
+            raise error
+        raise GroupNotStored(str(error)) from error
+
+    def _join(self, row: Sequence[Any]) -> tuple[_Group, bool]:
+        """Add ``row`` to the waiting group and wait until that group is inserted
+        (False) or this thread is to lead it (True)."""
         with self._lock:
             group = self._waiting
             group.rows.append(row)
-            while self._leading and not group.done:
-                self._lock.wait()
-            if group.done:
-                return self._outcome(group)
-            self._leading = True  # this thread inserts the group it is in
-            self._waiting = _Group()
+            deadline = time.monotonic() + STALL_SECONDS
+            while not group.done:
+                if not group.taken:
+                    left = deadline - time.monotonic()
+                    if self._leaders == 0 or left <= 0:  # no leader busy, or a stalled one
+                        group.taken = True
+                        self._leaders += 1
+                        self._waiting = _Group()
+                        return group, True
+                    self._lock.wait(left)
+                else:
+                    self._lock.wait()
+            return group, False
+
+    def _lead(self, group: _Group) -> None:
+        """Insert ``group``; its outcome goes to ``group.error``, for each of its threads."""
         try:
             self._store(group.rows)
-        except BaseException as error:
+        except Exception as error:
             group.error = error
+        except BaseException as error:  # KeyboardInterrupt, SystemExit: the followers
+            group.error = error  # learn the group failed, and this thread stops
             raise
         finally:
             with self._lock:
                 group.done = True
-                self._leading = False
+                self._leaders -= 1
                 self._lock.notify_all()
-
-    def _outcome(self, group: _Group) -> None:
-        if group.error is not None:
-            raise GroupNotStored(str(group.error)) from group.error
 
     def _store(self, rows: list[Sequence[Any]]) -> None:
         if len(rows) <= MAX_ROWS:

@@ -50,7 +50,8 @@ def add_open(request: HttpRequest, token: OpenToken, occurred_at: dt.datetime) -
         token=token.delivery,
         group=token.group,
         occurred_at=occurred_at,
-        user_agent=request.META.get("HTTP_USER_AGENT", "")[:USER_AGENT_MAX],
+        # NUL: no database text holds it, and a refused value would lose the open.
+        user_agent=request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")[:USER_AGENT_MAX],
         ip_address=recording.client_ip(request),
     )
     nudge()
