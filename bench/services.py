@@ -297,7 +297,7 @@ def memory_of(pid: int) -> dict[str, int]:
 #: The bench's own long-lived processes whose CPU time is reported, by ``comm``.
 #: (PostgreSQL and Redis are shared with the rest of the machine, and a Celery task
 #: closes its database connection when it ends: their CPU time is not told apart.)
-CPU_GROUPS = ("gunicorn", "celery")
+CPU_GROUPS = ("gunicorn", "celery", "postgres", "wrk", "redis")
 
 
 def cpu_snapshot() -> dict[str, float]:
@@ -332,6 +332,15 @@ def cpu_usage(into: dict) -> Iterator[None]:
         used = seconds - start.get(group, 0.0)
         if used > 0.05:
             into[group] = round(100 * used / wall)
+
+
+@contextlib.contextmanager
+def cpu_seconds(into: dict) -> Iterator[None]:
+    """Add to ``into`` the CPU seconds each group of processes used during the block."""
+    start = cpu_snapshot()
+    yield
+    for group, seconds in cpu_snapshot().items():
+        into[group] = into.get(group, 0.0) + max(0.0, seconds - start.get(group, 0.0))
 
 
 def commit_latency(samples: int = 200) -> dict[str, float]:
