@@ -286,7 +286,7 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
     Written in SQL rather than with the ORM: the ORM's compiling of this query (a
     condition per content type, a parameter per target) cost as much as running it,
     for every list page. Plain SQL-92 (LEFT JOIN, GROUP BY, IN): any database Django
-    supports.
+    supports; on PostgreSQL the object ids are one array parameter (``= ANY``).
     """
     connection = connections[router.db_for_read(Notification)]
     quote = connection.ops.quote_name
@@ -310,11 +310,14 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
     }
     conditions, params = [], []
     for content_type_id, object_ids in wanted.items():
-        placeholders = ", ".join(["%s"] * len(object_ids))
-        conditions.append(
-            f"(n.{names['n_type']} = %s AND n.{names['n_object']} IN ({placeholders}))"
-        )
-        params += [content_type_id, *sorted(object_ids)]
+        if connection.vendor == "postgresql":
+            # One array parameter: the same statement text for 2 targets or 200.
+            condition, values = "= ANY(%s)", [sorted(object_ids)]
+        else:
+            condition = "IN ({})".format(", ".join(["%s"] * len(object_ids)))
+            values = sorted(object_ids)
+        conditions.append(f"(n.{names['n_type']} = %s AND n.{names['n_object']} {condition})")
+        params += [content_type_id, *values]
     # Names are quoted from the models' _meta; every value is a parameter.
     sql = _COUNT_ROWS_SQL.format(**names, conditions=" OR ".join(conditions))
     with connection.cursor() as cursor:
