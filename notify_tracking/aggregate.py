@@ -308,8 +308,10 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
         "d_notification": column(Delivery, "notification"),
         "d_status": column(Delivery, "status"),
     }
-    conditions, params = [], []
+    conditions: list[str] = []
+    params: list[Any] = []
     for content_type_id, object_ids in wanted.items():
+        values: list[Any]
         if connection.vendor == "postgresql":
             # One array parameter: the same statement text for 2 targets or 200.
             condition, values = "= ANY(%s)", [sorted(object_ids)]
@@ -321,7 +323,7 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
     # Names are quoted from the models' _meta; every value is a parameter.
     sql = _COUNT_ROWS_SQL.format(**names, conditions=" OR ".join(conditions))
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)  # type: ignore[arg-type]  # ints and strings
+        cursor.execute(sql, params)
         return cursor.fetchall()
 
 
