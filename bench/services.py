@@ -325,11 +325,12 @@ def cpu_snapshot() -> dict[str, float]:
 @contextlib.contextmanager
 def cpu_usage(into: dict) -> Iterator[None]:
     """Fill ``into`` with the CPU share (% of one core) of each group during the block."""
-    start, began = cpu_snapshot(), time.monotonic()
-    yield
-    end, wall = cpu_snapshot(), time.monotonic() - began
-    for group, seconds in end.items():
-        used = seconds - start.get(group, 0.0)
+    seconds: dict[str, float] = {}
+    began = time.monotonic()
+    with cpu_seconds(seconds):
+        yield
+    wall = time.monotonic() - began
+    for group, used in seconds.items():
         if used > 0.05:
             into[group] = round(100 * used / wall)
 

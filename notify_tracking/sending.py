@@ -32,10 +32,10 @@ from . import status as st
 from .channels.base import SendResult
 from .conf import get_channel, get_setting
 from .models import Delivery, EventSource
-from .service import record_event
+from .service import ID_LIMITS, record_event
 
 logger = logging.getLogger(__name__)
-MESSAGE_ID_MAX = Delivery._meta.get_field("message_id").max_length or 255
+MESSAGE_ID_MAX = ID_LIMITS["message_id"] or 255
 
 #: A retry message may arrive this much before its delivery is due (clock skew).
 EARLY_ARRIVAL = dt.timedelta(seconds=5)

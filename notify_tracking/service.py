@@ -312,7 +312,7 @@ _SUMMARY_DEFAULTS: dict[str, Any] = {
 }
 _SOURCES = set(EventSource.values)
 #: The longest provider message id and provider event id the columns hold.
-_ID_LIMITS = {
+ID_LIMITS = {
     "message_id": Delivery._meta.get_field("message_id").max_length,
     "provider_event_id": DeliveryEvent._meta.get_field("provider_event_id").max_length,
 }
@@ -346,7 +346,7 @@ class NewEvent:
             )
         if timezone.is_naive(self.occurred_at):
             raise ValueError("occurred_at must be an aware datetime")
-        for name, limit in _ID_LIMITS.items():
+        for name, limit in ID_LIMITS.items():
             value = getattr(self, name) or ""
             if limit is not None and len(value) > limit:
                 raise ValueError(f"{name} is longer than {limit} characters ({len(value)})")
