@@ -14,10 +14,14 @@ def pytest_sessionstart(session):
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Each test starts with an empty cache (locmem outlives a test otherwise)."""
+    """Each test starts with an empty cache (locmem outlives a test otherwise), and with
+    nothing the pixel remembers of it (the quiet after a nudge)."""
     from django.core.cache import cache
 
+    from notify_tracking.tracking import pending
+
     cache.clear()
+    pending._quiet_until = 0.0
 
 
 @pytest.fixture

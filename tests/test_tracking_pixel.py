@@ -1,6 +1,7 @@
 """The open pixel endpoint: always the GIF, records each GET, nothing else."""
 
 import logging
+import time
 
 import pytest
 from django.core.cache import cache
@@ -94,6 +95,65 @@ def test_a_load_without_a_task_on_its_way_enqueues_one(client, delivery):
     delivery.refresh_from_db()
     assert (delivery.status, delivery.open_count) == ("opened", 1)
     assert pending.waiting() == 0
+
+
+def test_loads_right_after_an_applied_nudge_each_enqueue_again(client, task):
+    """Eager (as in these tests): the task ran in the nudge and cleared the flag, so the
+    next load must nudge anew, however soon."""
+    first, second = (mark_sent(d) for d in queued(task, ["a@example.com", "b@example.com"]))
+    for delivery in (first, second):
+        client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+        delivery.refresh_from_db()
+        assert (delivery.status, delivery.open_count) == ("opened", 1)
+    assert pending.waiting() == 0
+
+
+def test_a_process_that_learns_when_the_task_starts_asks_the_cache_nothing_until_then(client, task):
+    deliveries = [mark_sent(d) for d in queued(task, ["a@example.com", "b@example.com"])]
+    starts = time.time() + 0.5
+    cache.set(pending.NUDGE_KEY, starts)  # another process enqueued a task, due then
+    client.get(pixel_path(tokens.sign_open(deliveries[0].token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert pending._quiet_until == starts
+
+    cache.delete(NUDGE_KEY := pending.NUDGE_KEY)  # the cache is not asked again...
+    client.get(pixel_path(tokens.sign_open(deliveries[1].token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert cache.get(NUDGE_KEY) is None  # ...so nothing enqueued, nothing applied:
+    assert pending.waiting() == 2  # the task due at `starts` applies both
+
+    time.sleep(max(0.0, starts - time.time()) + 0.05)
+    client.get(pixel_path(tokens.sign_open(deliveries[0].token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert pending.waiting() == 0  # past it, a load nudges again (eager: applied now)
+    assert Delivery.objects.get(pk=deliveries[0].pk).open_count == 2
+
+
+def test_the_quiet_lasts_no_longer_than_the_fold_delay_whatever_the_flag_says(client, delivery):
+    cache.set(pending.NUDGE_KEY, time.time() + 3600)  # another host's clock, far ahead
+    before = time.time()
+    client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert before < pending._quiet_until <= time.time() + pending.FOLD_DELAY
+
+
+def test_a_flag_without_a_time_leaves_the_next_load_asking_the_cache(client, delivery):
+    cache.set(pending.NUDGE_KEY, 1)  # as an older version wrote it
+    client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert pending._quiet_until < time.time()
+
+
+def test_a_process_that_enqueued_the_task_is_quiet_until_it_is_due(client, delivery, monkeypatch):
+    """With a worker (not eager), the nudge's task starts FOLD_DELAY later and applies
+    every open inserted before: this process's loads until then skip the cache."""
+    from notify_tracking.tasks import apply_pending_opens as apply_task
+
+    enqueued = []
+    monkeypatch.setitem(apply_task.app.conf, "task_always_eager", False)
+    monkeypatch.setattr(apply_task, "apply_async", lambda **options: enqueued.append(options))
+    before = time.time()
+    for _ in range(3):
+        client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+    assert [options["countdown"] for options in enqueued] == [pending.FOLD_DELAY]
+    assert before + pending.FOLD_DELAY <= pending._quiet_until
+    assert pending._quiet_until == cache.get(pending.NUDGE_KEY)
+    assert pending.waiting() == 3
 
 
 def test_loads_waiting_for_many_deliveries_are_applied_together(

@@ -3,7 +3,8 @@
 An open pixel is loaded far more often than anything else of the app, by every mail
 client and image proxy, so its request does the least that keeps the open: one
 ``INSERT`` of a :class:`~notify_tracking.models.PendingOpen` (no lock, no read), and a
-nudge to the task, at most one per ``FOLD_DELAY`` seconds per cache. The task,
+nudge to the task, at most one per ``FOLD_DELAY`` seconds per cache (and no cache
+request at all while the process knows the nudged task is not yet due). The task,
 :func:`apply_pending_opens`, takes the waiting rows in order, finds their deliveries
 (one query), classifies each open (:mod:`.classify`), records them all with one
 ``record_events()`` call and deletes the rows, in one transaction: an open is either
@@ -19,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import time
 from typing import Any
 
 from django.core.cache import cache
@@ -100,20 +102,42 @@ def _insert_statement(alias: str, rows: int) -> str:
     )
 
 
+#: Until when (``time.time()``) this process knows a task is on its way that will apply
+#: any open inserted before then: its pixel loads skip the cache until that moment.
+_quiet_until = 0.0
+
+
 def nudge() -> None:
     """Enqueue the task unless one is already on its way (a cache flag, FOLD_DELAY long).
+
+    The flag holds the time before which its task cannot start (it is enqueued with
+    that countdown), and every open inserted before then is applied by it. A process
+    that learns that time asks the cache nothing more until then: a busy site costs
+    the cache (a round trip to Redis or memcached) about two requests per process and
+    ``FOLD_DELAY``, not one per open. The quiet is never longer than ``FOLD_DELAY``
+    from now, whatever another host's clock says.
 
     Never raises: the open is already stored, and the periodic run applies it if the
     broker or the cache cannot be reached now.
     """
+    global _quiet_until
     from ..tasks import apply_pending_opens as task
 
+    now = time.time()
+    if now < _quiet_until:
+        return
     try:
-        if not cache.add(NUDGE_KEY, 1, timeout=FOLD_DELAY * 10):
+        starts = now + FOLD_DELAY
+        if not cache.add(NUDGE_KEY, starts, timeout=FOLD_DELAY * 10):
+            known = cache.get(NUDGE_KEY)
+            if isinstance(known, float):
+                _quiet_until = min(known, starts)
             return
         queue = get_setting("QUEUE")
         options: dict[str, Any] = {"queue": queue} if queue else {}
         task.apply_async(countdown=FOLD_DELAY, **options)
+        if not task.app.conf.task_always_eager:  # eager: it has run, and cleared the flag
+            _quiet_until = starts
     except Exception:
         logger.warning(
             "notify_tracking: could not enqueue the task that applies opens; the periodic "
