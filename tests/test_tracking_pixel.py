@@ -2,10 +2,13 @@
 
 import logging
 import time
+from typing import ClassVar
 
 import pytest
 from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.db import DatabaseError
+from django.test import override_settings
 from django.urls import reverse
 from PIL import Image
 
@@ -137,6 +140,36 @@ def test_a_flag_without_a_time_leaves_the_next_load_asking_the_cache(client, del
     cache.set(pending.NUDGE_KEY, 1)  # as an older version wrote it
     client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
     assert pending._quiet_until < time.time()
+
+
+class CountingCache(LocMemCache):
+    """Django's per-process cache, counting the requests made to it."""
+
+    calls: ClassVar[list[str]] = []
+
+    def add(self, *args, **kwargs):
+        self.calls.append("add")
+        return super().add(*args, **kwargs)
+
+    def get(self, *args, **kwargs):
+        self.calls.append("get")
+        return super().get(*args, **kwargs)
+
+
+COUNTING_CACHE = {"default": {"BACKEND": f"{__name__}.CountingCache", "LOCATION": "counting"}}
+
+
+def test_a_task_running_late_costs_one_read_of_the_flag_per_fold_delay(client, delivery):
+    """Its flag stays, with a time already past: each load asks add() (refused) and
+    nothing more, but for one read of the flag's time per FOLD_DELAY."""
+    with override_settings(CACHES=COUNTING_CACHE):
+        cache.set(pending.NUDGE_KEY, time.time() - 5)  # the task was due 5 s ago
+        CountingCache.calls.clear()
+        url = pixel_path(tokens.sign_open(delivery.token))
+        for _ in range(5):
+            client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+        assert CountingCache.calls == ["add", "get", "add", "add", "add", "add"]
+        assert pending.waiting() == 5  # still for the late task
 
 
 def test_a_process_that_enqueued_the_task_is_quiet_until_it_is_due(client, delivery, monkeypatch):

@@ -105,6 +105,9 @@ def _insert_statement(alias: str, rows: int) -> str:
 #: Until when (``time.time()``) this process knows a task is on its way that will apply
 #: any open inserted before then: its pixel loads skip the cache until that moment.
 _quiet_until = 0.0
+#: When (``time.time()``) this process last read the flag's time: at most once per
+#: ``FOLD_DELAY``, so that a task running late does not double the cache's requests.
+_flag_read_at = 0.0
 
 
 def nudge() -> None:
@@ -115,12 +118,16 @@ def nudge() -> None:
     that learns that time asks the cache nothing more until then: a busy site costs
     the cache (a round trip to Redis or memcached) about two requests per process and
     ``FOLD_DELAY``, not one per open. The quiet is never longer than ``FOLD_DELAY``
-    from now, whatever another host's clock says.
+    from now, whatever another host's clock says, and the flag's time is read at most
+    once per ``FOLD_DELAY`` (a task running late leaves the flag in place with a time
+    already past: then each load asks ``add`` alone, as without the quiet). The web
+    and worker hosts' clocks are assumed to agree to a fraction of a second (NTP): an
+    open that falls in a disagreement waits for the next nudge or the periodic run.
 
     Never raises: the open is already stored, and the periodic run applies it if the
     broker or the cache cannot be reached now.
     """
-    global _quiet_until
+    global _quiet_until, _flag_read_at
     from ..tasks import apply_pending_opens as task
 
     now = time.time()
@@ -129,9 +136,11 @@ def nudge() -> None:
     try:
         starts = now + FOLD_DELAY
         if not cache.add(NUDGE_KEY, starts, timeout=FOLD_DELAY * 10):
-            known = cache.get(NUDGE_KEY)
-            if isinstance(known, float):
-                _quiet_until = min(known, starts)
+            if now - _flag_read_at >= FOLD_DELAY:
+                _flag_read_at = now
+                known = cache.get(NUDGE_KEY)
+                if isinstance(known, float):
+                    _quiet_until = min(known, starts)
             return
         queue = get_setting("QUEUE")
         options: dict[str, Any] = {"queue": queue} if queue else {}
