@@ -102,10 +102,11 @@ def _insert_statement(alias: str, rows: int) -> str:
     )
 
 
-#: Until when (``time.time()``) this process knows a task is on its way that will apply
-#: any open inserted before then: its pixel loads skip the cache until that moment.
+#: Until when (``time.monotonic()``: a clock set back cannot stretch it) this process
+#: knows a task is on its way that will apply any open inserted before then: its pixel
+#: loads skip the cache until that moment.
 _quiet_until = 0.0
-#: When (``time.time()``) this process last read the flag's time: at most once per
+#: When (``time.monotonic()``) this process last read the flag's time: at most once per
 #: ``FOLD_DELAY``, so that a task running late does not double the cache's requests.
 _flag_read_at = 0.0
 
@@ -113,8 +114,9 @@ _flag_read_at = 0.0
 def nudge() -> None:
     """Enqueue the task unless one is already on its way (a cache flag, FOLD_DELAY long).
 
-    The flag holds the time before which its task cannot start (it is enqueued with
-    that countdown), and every open inserted before then is applied by it. A process
+    The flag holds the time (``time.time()``) before which its task cannot start (it is
+    enqueued with that countdown), and every open inserted before then is applied by
+    it. A process
     that learns that time asks the cache nothing more until then: a busy site costs
     the cache (a round trip to Redis or memcached) about two requests per process and
     ``FOLD_DELAY``, not one per open. The quiet is never longer than ``FOLD_DELAY``
@@ -123,6 +125,8 @@ def nudge() -> None:
     already past: then each load asks ``add`` alone, as without the quiet). The web
     and worker hosts' clocks are assumed to agree to a fraction of a second (NTP): an
     open that falls in a disagreement waits for the next nudge or the periodic run.
+    With ``CELERY_TASK_ALWAYS_EAGER`` the task runs in the nudge, no task is due later,
+    and no process is ever quiet.
 
     Never raises: the open is already stored, and the periodic run applies it if the
     broker or the cache cannot be reached now.
@@ -130,23 +134,25 @@ def nudge() -> None:
     global _quiet_until, _flag_read_at
     from ..tasks import apply_pending_opens as task
 
-    now = time.time()
-    if now < _quiet_until:
+    clock = time.monotonic()
+    if clock < _quiet_until:
         return
     try:
+        eager = task.app.conf.task_always_eager  # the task runs here, and clears the flag
+        now = time.time()
         starts = now + FOLD_DELAY
         if not cache.add(NUDGE_KEY, starts, timeout=FOLD_DELAY * 10):
-            if now - _flag_read_at >= FOLD_DELAY:
-                _flag_read_at = now
+            if not eager and clock - _flag_read_at >= FOLD_DELAY:
+                _flag_read_at = clock
                 known = cache.get(NUDGE_KEY)
-                if isinstance(known, float):
-                    _quiet_until = min(known, starts)
+                if isinstance(known, float):  # None: the task has started meanwhile
+                    _quiet_until = clock + min(known, starts) - now
             return
         queue = get_setting("QUEUE")
         options: dict[str, Any] = {"queue": queue} if queue else {}
         task.apply_async(countdown=FOLD_DELAY, **options)
-        if not task.app.conf.task_always_eager:  # eager: it has run, and cleared the flag
-            _quiet_until = starts
+        if not eager:
+            _quiet_until = clock + FOLD_DELAY
     except Exception:
         logger.warning(
             "notify_tracking: could not enqueue the task that applies opens; the periodic "
