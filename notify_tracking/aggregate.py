@@ -250,19 +250,15 @@ def _latest_notification_counts(keys: list[tuple[int, str]]) -> dict[tuple[int, 
     for notification_id, content_type_id, object_id, sender_id, *counts in _count_rows(wanted):
         key = (content_type_id, object_id)
         previous = latest.get(key)
-        if previous is None:
-            senders = [] if sender_id is None else [sender_id]
-            latest[key] = {"id": notification_id, "count": 1, "sender_ids": senders}
-        else:
-            senders = previous["sender_ids"]
-            if sender_id is not None and sender_id not in senders:
-                senders = sorted([*senders, sender_id])
-            latest[key] = {
-                "id": notification_id,
-                "count": previous["count"] + 1,
-                "sender_ids": senders,
-            }
-        latest[key]["counts"] = tuple(counts)
+        senders = previous["sender_ids"] if previous else []
+        if sender_id is not None and sender_id not in senders:
+            senders = sorted([*senders, sender_id])
+        latest[key] = {
+            "id": notification_id,
+            "count": previous["count"] + 1 if previous else 1,
+            "sender_ids": senders,
+            "counts": tuple(counts),
+        }
     return latest
 
 

@@ -13,6 +13,7 @@ from django.urls import reverse
 from PIL import Image
 
 from notify_tracking.models import Delivery, DeliveryEvent
+from notify_tracking.tasks import apply_pending_opens
 from notify_tracking.tracking import pending, tokens
 from notify_tracking.tracking.views import PIXEL_GIF
 from tests.tracking_support import HTML, mark_sent, queued
@@ -45,6 +46,11 @@ def assert_is_the_pixel(response):
     assert response["Content-Length"] == str(len(PIXEL_GIF))
     for name, value in NO_CACHE.items():
         assert response[name] == value
+
+
+def run_eagerly(monkeypatch, eager: bool) -> None:
+    """Celery runs tasks in the caller (these tests) or leaves them to a worker."""
+    monkeypatch.setitem(apply_pending_opens.app.conf, "task_always_eager", eager)
 
 
 def test_the_gif_is_a_transparent_one_pixel_image():
@@ -114,15 +120,13 @@ def test_loads_right_after_an_applied_nudge_each_enqueue_again(client, task):
 def test_a_process_that_learns_when_the_task_starts_asks_the_cache_nothing_until_then(
     client, task, monkeypatch
 ):
-    from notify_tracking.tasks import apply_pending_opens as apply_task
-
     deliveries = [mark_sent(d) for d in queued(task, ["a@example.com", "b@example.com"])]
     starts = time.time() + 0.9
     cache.set(pending.NUDGE_KEY, starts)  # another process enqueued a task, due then
-    monkeypatch.setitem(apply_task.app.conf, "task_always_eager", False)  # as with a worker
+    run_eagerly(monkeypatch, False)  # as with a worker
     client.get(pixel_path(tokens.sign_open(deliveries[0].token)), HTTP_USER_AGENT=BROWSER_UA)
     assert time.monotonic() < pending._quiet_until <= time.monotonic() + 0.9
-    monkeypatch.setitem(apply_task.app.conf, "task_always_eager", True)  # to see a nudge
+    run_eagerly(monkeypatch, True)  # to see a nudge
 
     cache.delete(NUDGE_KEY := pending.NUDGE_KEY)  # the cache is not asked again...
     client.get(pixel_path(tokens.sign_open(deliveries[1].token)), HTTP_USER_AGENT=BROWSER_UA)
@@ -138,9 +142,7 @@ def test_a_process_that_learns_when_the_task_starts_asks_the_cache_nothing_until
 def test_the_quiet_lasts_no_longer_than_the_fold_delay_whatever_the_flag_says(
     client, delivery, monkeypatch
 ):
-    from notify_tracking.tasks import apply_pending_opens as apply_task
-
-    monkeypatch.setitem(apply_task.app.conf, "task_always_eager", False)
+    run_eagerly(monkeypatch, False)
     cache.set(pending.NUDGE_KEY, time.time() + 3600)  # another host's clock, far ahead
     before = time.monotonic()
     client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
@@ -182,9 +184,7 @@ def test_a_task_running_late_costs_one_read_of_the_flag_per_fold_delay(
 ):
     """Its flag stays, with a time already past: each load asks add() (refused) and
     nothing more, but for one read of the flag's time per FOLD_DELAY."""
-    from notify_tracking.tasks import apply_pending_opens as apply_task
-
-    monkeypatch.setitem(apply_task.app.conf, "task_always_eager", False)
+    run_eagerly(monkeypatch, False)
     with override_settings(CACHES=COUNTING_CACHE):
         cache.set(pending.NUDGE_KEY, time.time() - 5)  # the task was due 5 s ago
         CountingCache.calls.clear()
@@ -198,11 +198,11 @@ def test_a_task_running_late_costs_one_read_of_the_flag_per_fold_delay(
 def test_a_process_that_enqueued_the_task_is_quiet_until_it_is_due(client, delivery, monkeypatch):
     """With a worker (not eager), the nudge's task starts FOLD_DELAY later and applies
     every open inserted before: this process's loads until then skip the cache."""
-    from notify_tracking.tasks import apply_pending_opens as apply_task
-
     enqueued = []
-    monkeypatch.setitem(apply_task.app.conf, "task_always_eager", False)
-    monkeypatch.setattr(apply_task, "apply_async", lambda **options: enqueued.append(options))
+    run_eagerly(monkeypatch, False)
+    monkeypatch.setattr(
+        apply_pending_opens, "apply_async", lambda **options: enqueued.append(options)
+    )
     before, wall = time.monotonic(), time.time()
     for _ in range(3):
         client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)

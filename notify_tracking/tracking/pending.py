@@ -116,10 +116,9 @@ def nudge() -> None:
 
     The flag holds the time (``time.time()``) before which its task cannot start (it is
     enqueued with that countdown), and every open inserted before then is applied by
-    it. A process
-    that learns that time asks the cache nothing more until then: a busy site costs
-    the cache (a round trip to Redis or memcached) about two requests per process and
-    ``FOLD_DELAY``, not one per open. The quiet is never longer than ``FOLD_DELAY``
+    it. A process that learns that time asks the cache nothing more until then: a busy
+    site costs the cache (a round trip to Redis or memcached) about two requests per
+    process and ``FOLD_DELAY``, not one per open. The quiet is never longer than ``FOLD_DELAY``
     from now, whatever another host's clock says, and the flag's time is read at most
     once per ``FOLD_DELAY`` (a task running late leaves the flag in place with a time
     already past: then each load asks ``add`` alone, as without the quiet). The web
@@ -132,11 +131,11 @@ def nudge() -> None:
     broker or the cache cannot be reached now.
     """
     global _quiet_until, _flag_read_at
-    from ..tasks import apply_pending_opens as task
-
     clock = time.monotonic()
     if clock < _quiet_until:
         return
+    from ..tasks import apply_pending_opens as task
+
     try:
         eager = task.app.conf.task_always_eager  # the task runs here, and clears the flag
         now = time.time()
