@@ -1,7 +1,7 @@
 """What the badge of a target shows: :func:`summary` for one, :func:`summaries` for many.
 
 A target (a task, a comment...) may have been notified several times; its summary
-describes its **latest** notification (newest ``created_at``), whose deliveries are
+describes its **latest** notification (the last created: the highest id), whose deliveries are
 one per recipient and channel. ``notification_count`` tells how many there were.
 
 ``state`` is the furthest stage at least one recipient reached: ``queued``, ``sent``,
@@ -216,7 +216,7 @@ def _latest_notifications(keys: list[tuple[int, str]]) -> dict[tuple[int, str], 
         return {}
     rows = (
         Notification.objects.filter(condition)
-        .order_by("created_at", "id")
+        .order_by("id")  # the last created is the latest (as in _count_rows)
         .values(
             "id", "content_type_id", "object_id", "subject", "channel", "sender_id", "created_at"
         )
@@ -238,8 +238,9 @@ def _latest_notification_counts(keys: list[tuple[int, str]]) -> dict[tuple[int, 
     """For each target key: its latest notification's delivery counts per status (a tuple
     in the order of ``status.STATUSES``), how many notifications it had, their senders.
 
-    One query, one row per notification of the targets, oldest first (:func:`_count_rows`);
-    the latest is picked here, as in :func:`_latest_notifications`.
+    One query (:func:`_count_rows`): a row per target and sender, with that sender's
+    latest notification of the target; the latest of them all (the last row, by id)
+    is the target's.
     """
     wanted: dict[int, set[str]] = defaultdict(set)
     for content_type_id, object_id in keys:
@@ -247,42 +248,50 @@ def _latest_notification_counts(keys: list[tuple[int, str]]) -> dict[tuple[int, 
     if not wanted:
         return {}
     latest: dict[tuple[int, str], dict] = {}
-    for notification_id, content_type_id, object_id, sender_id, *counts in _count_rows(wanted):
+    per_sender: dict[tuple[int, str], dict[Any, int]] = defaultdict(dict)
+    for notification_id, content_type_id, object_id, sender_id, count, *counts in _count_rows(
+        wanted
+    ):
         key = (content_type_id, object_id)
-        previous = latest.get(key)
-        senders = previous["sender_ids"] if previous else []
-        if sender_id is not None and sender_id not in senders:
-            senders = sorted([*senders, sender_id])
-        latest[key] = {
-            "id": notification_id,
-            "count": previous["count"] + 1 if previous else 1,
-            "sender_ids": senders,
-            "counts": tuple(counts),
-        }
+        per_sender[key][sender_id] = count
+        latest[key] = {"id": notification_id, "counts": tuple(counts)}
+    for key, entry in latest.items():
+        senders = per_sender[key]
+        entry["count"] = sum(senders.values())
+        entry["sender_ids"] = sorted(sender for sender in senders if sender is not None)
     return latest
 
 
 _COUNT_ROWS_SQL = (
-    "SELECT n.{n_id}, n.{n_type}, n.{n_object}, n.{n_sender}, {counts}"
-    " FROM {notifications} n LEFT JOIN {deliveries} d ON d.{d_notification} = n.{n_id}"
-    " WHERE {conditions}"
-    " GROUP BY n.{n_id}, n.{n_type}, n.{n_object}, n.{n_sender}, n.{n_created}"
-    " ORDER BY n.{n_created}, n.{n_id}"
+    "SELECT latest.id, MAX(latest.content_type), MAX(latest.object), MAX(latest.sender),"
+    " MAX(latest.notifications), {counts}"
+    " FROM (SELECT MAX({n_id}) AS id, {n_type} AS content_type, {n_object} AS object,"
+    " {n_sender} AS sender, COUNT(*) AS notifications FROM {notifications}"
+    " WHERE {conditions} GROUP BY {n_type}, {n_object}, {n_sender}) latest"
+    " LEFT JOIN {deliveries} d ON d.{d_notification} = latest.id"
+    " GROUP BY latest.id ORDER BY latest.id"
 )
 
 
 def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
-    """``(notification id, content type id, object id, sender id, *counts)`` per
-    notification of the wanted targets, oldest first, where ``counts`` are its
-    deliveries in each status of ``status.STATUSES``, in that order.
+    """``(notification id, content type id, object id, sender id, notifications, *counts)``
+    per target and sender of its notifications (None for those without a sender): the
+    sender's latest notification of the target, how many of them the target had, and
+    its deliveries in each status of ``status.STATUSES``, in that order; by id.
+
+    Only these notifications' deliveries are counted: a target notified a thousand
+    times costs a row per sender, not a row per notification and a count of all their
+    deliveries. The latest notification is the highest id, the last created (as
+    :func:`_latest_notifications`): the database finds it by primary key, where the
+    newest ``created_at`` would need a join back that PostgreSQL plans badly on tables
+    it has not analyzed (docs/performance.md).
 
     Written in SQL rather than with the ORM: the ORM's compiling of this query (a
     condition per content type, a parameter per target, a count per status) cost as
-    much as running it, for every list page. One row per notification, each status
-    counted by a ``COUNT(CASE …)`` (the rows to send and read are a third of a
-    ``GROUP BY status``'s for three recipients in different states). Plain SQL-92
-    (LEFT JOIN, GROUP BY, CASE, IN): any database Django supports; on PostgreSQL the
-    object ids are one array parameter (``= ANY``).
+    much as running it, for every list page. Each status is counted by a
+    ``COUNT(CASE …)`` (one row per notification, not per status). Plain SQL-92 (a
+    derived table, JOIN, GROUP BY, CASE, IN): any database Django supports; on
+    PostgreSQL the object ids are one array parameter (``= ANY``).
     """
     connection = connections[router.db_for_read(Notification)]
     quote = connection.ops.quote_name
@@ -299,7 +308,6 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
         "n_type": column(Notification, "content_type"),
         "n_object": column(Notification, "object_id"),
         "n_sender": column(Notification, "sender"),
-        "n_created": column(Notification, "created_at"),
         "d_notification": column(Delivery, "notification"),
         "d_status": column(Delivery, "status"),
     }
@@ -316,7 +324,7 @@ def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
         else:
             condition = "IN ({})".format(", ".join(["%s"] * len(object_ids)))
             values = sorted(object_ids)
-        conditions.append(f"(n.{names['n_type']} = %s AND n.{names['n_object']} {condition})")
+        conditions.append(f"({names['n_type']} = %s AND {names['n_object']} {condition})")
         params += [content_type_id, *values]
     # Names are quoted from the models' _meta; every value is a parameter.
     sql = _COUNT_ROWS_SQL.format(**names, counts=counts, conditions=" OR ".join(conditions))

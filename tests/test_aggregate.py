@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections import Counter
 
 import pytest
 from django.utils import timezone, translation
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from notify_tracking import record_event, summaries, summary
 from notify_tracking import status as st
 from notify_tracking.aggregate import badge_states
 from notify_tracking.models import Notification
-from tests.status_factories import CHAT_CHANNELS, notify_with_statuses
+from tests.status_factories import CHAT_CHANNELS, PATHS, notify_with_statuses
 from tests.testapp.models import Comment, Task, UUIDTask
 
 pytestmark = pytest.mark.django_db
@@ -273,6 +277,50 @@ def test_badge_states_describe_the_latest_notification_and_count_all(task, djang
     assert state["counts"][st.SENT] == 1 and state["counts"][st.OPENED] == 0
     assert state["notification_count"] == 2
     assert state["sender_ids"] == sorted([first_sender.pk, second_sender.pk])
+
+
+#: A history of notifications: (which of 3 targets, which of 3 senders or None, statuses).
+histories = hs.lists(
+    hs.tuples(
+        hs.integers(0, 2),
+        hs.sampled_from([None, 0, 1, 2]),
+        hs.lists(hs.sampled_from(list(PATHS)), min_size=1, max_size=3),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=histories)
+def test_badge_states_describe_the_last_notification_whoever_sent_the_others(
+    django_user_model, history
+):
+    # badge_states() counts only each sender's latest notification's deliveries; what
+    # it says must be what summaries() (which reads them all) says, for any history.
+    senders = [django_user_model.objects.create_user(f"s{uuid.uuid4().hex}") for _ in range(3)]
+    tasks = [Task.objects.create(title=f"target {index}") for index in range(3)]
+    last_statuses: dict[int, list[str]] = {}
+    for target, sender, statuses in history:
+        notify_with_statuses(
+            tasks[target], statuses, sender=None if sender is None else senders[sender]
+        )
+        last_statuses[target] = statuses
+
+    states = badge_states(tasks)
+    full = summaries(tasks)
+
+    for index, task in enumerate(tasks):
+        assert states[task] == {key: full[task][key] for key in BADGE_KEYS}
+        notified = [entry for entry in history if entry[0] == index]
+        assert states[task]["notification_count"] == len(notified)
+        assert states[task]["sender_ids"] == sorted(
+            {senders[sender].pk for _target, sender, _ in notified if sender is not None}
+        )
+        expected = Counter(last_statuses.get(index, []))
+        assert {k: v for k, v in states[task]["counts"].items() if v} == dict(expected)
 
 
 def test_badge_states_of_a_notification_without_deliveries(task):
