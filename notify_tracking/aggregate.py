@@ -1,8 +1,9 @@
 """What the badge of a target shows: :func:`summary` for one, :func:`summaries` for many.
 
 A target (a task, a comment...) may have been notified several times; its summary
-describes its **latest** notification (the last created: the highest id), whose deliveries are
-one per recipient and channel. ``notification_count`` tells how many there were.
+describes its **latest** notification (the last created: the highest id), whose
+deliveries are one per recipient and channel. ``notification_count`` tells how many
+there were (:mod:`.latest_notifications` finds them).
 
 ``state`` is the furthest stage at least one recipient reached: ``queued``, ``sent``,
 ``delivered`` or ``read`` (an open or a click), or ``error`` when every delivery
@@ -26,14 +27,14 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, models, router
-from django.db.models import Q
+from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, pgettext
 
 from . import status as st
 from .conf import get_channel
-from .models import STATUS_LABELS, Delivery, DeliveryEvent, Notification
+from .latest_notifications import latest_notification_counts, latest_notifications
+from .models import STATUS_LABELS, Delivery, DeliveryEvent
 
 QUEUED, SENT, DELIVERED, READ, ERROR = "queued", "sent", "delivered", "read", "error"
 #: The badge states, in order of progress, then ``error``.
@@ -105,7 +106,7 @@ def summaries(targets: Iterable[models.Model]) -> SummaryMap:
     targets = list(targets)
     result = SummaryMap()
     keys = [result.key_of(target) for target in targets]
-    notifications = _latest_notifications(keys)
+    notifications = latest_notifications(keys)
     deliveries = _deliveries_of([row["id"] for row in notifications.values()])
     for target, key in zip(targets, keys, strict=True):
         latest = notifications.get(key)
@@ -127,7 +128,7 @@ def badge_states(targets: Iterable[models.Model]) -> SummaryMap:
     targets = list(targets)
     result = SummaryMap()
     keys = [result.key_of(target) for target in targets]
-    notifications = _latest_notification_counts(keys)
+    notifications = latest_notification_counts(keys)
     described: dict[tuple[int, ...], dict[str, Any]] = {}  # a list repeats few combinations
     for target, key in zip(targets, keys, strict=True):
         latest = notifications.get(key)
@@ -209,143 +210,6 @@ def _key_of(target: models.Model) -> tuple[int, str]:
     return content_type.pk, str(target.pk)
 
 
-def _latest_notifications(keys: list[tuple[int, str]]) -> dict[tuple[int, str], dict]:
-    """For each target key, its latest notification (a dict) with ``count`` and ``sender_ids``."""
-    condition = _targets_condition(keys)
-    if condition is None:
-        return {}
-    rows = (
-        Notification.objects.filter(condition)
-        .order_by("id")  # the last created is the latest (as in _count_rows)
-        .values(
-            "id", "content_type_id", "object_id", "subject", "channel", "sender_id", "created_at"
-        )
-    )
-    latest: dict[tuple[int, str], dict] = {}
-    for row in rows:
-        key = (row["content_type_id"], row["object_id"])
-        previous = latest.get(key)
-        senders = previous["sender_ids"] if previous else []
-        latest[key] = {
-            **row,
-            "count": previous["count"] + 1 if previous else 1,
-            "sender_ids": sorted({*senders, row["sender_id"]} - {None}),
-        }
-    return latest
-
-
-def _latest_notification_counts(keys: list[tuple[int, str]]) -> dict[tuple[int, str], dict]:
-    """For each target key: its latest notification's delivery counts per status (a tuple
-    in the order of ``status.STATUSES``), how many notifications it had, their senders.
-
-    One query (:func:`_count_rows`): a row per target and sender, with that sender's
-    latest notification of the target; the latest of them all (the last row, by id)
-    is the target's.
-    """
-    wanted: dict[int, set[str]] = defaultdict(set)
-    for content_type_id, object_id in keys:
-        wanted[content_type_id].add(object_id)
-    if not wanted:
-        return {}
-    latest: dict[tuple[int, str], dict] = {}
-    per_sender: dict[tuple[int, str], dict[Any, int]] = defaultdict(dict)
-    for notification_id, content_type_id, object_id, sender_id, count, *counts in _count_rows(
-        wanted
-    ):
-        key = (content_type_id, object_id)
-        per_sender[key][sender_id] = count
-        latest[key] = {"id": notification_id, "counts": tuple(counts)}
-    for key, entry in latest.items():
-        senders = per_sender[key]
-        entry["count"] = sum(senders.values())
-        entry["sender_ids"] = sorted(sender for sender in senders if sender is not None)
-    return latest
-
-
-_COUNT_ROWS_SQL = (
-    "SELECT latest.id, MAX(latest.content_type), MAX(latest.object), MAX(latest.sender),"
-    " MAX(latest.notifications), {counts}"
-    " FROM (SELECT MAX({n_id}) AS id, {n_type} AS content_type, {n_object} AS object,"
-    " {n_sender} AS sender, COUNT(*) AS notifications FROM {notifications}"
-    " WHERE {conditions} GROUP BY {n_type}, {n_object}, {n_sender}) latest"
-    " LEFT JOIN {deliveries} d ON d.{d_notification} = latest.id"
-    " GROUP BY latest.id ORDER BY latest.id"
-)
-
-
-def _count_rows(wanted: dict[int, set[str]]) -> list[tuple]:
-    """``(notification id, content type id, object id, sender id, notifications, *counts)``
-    per target and sender of its notifications (None for those without a sender): the
-    sender's latest notification of the target, how many of them the target had, and
-    its deliveries in each status of ``status.STATUSES``, in that order; by id.
-
-    Only these notifications' deliveries are counted: a target notified a thousand
-    times costs a row per sender, not a row per notification and a count of all their
-    deliveries. The latest notification is the highest id, the last created (as
-    :func:`_latest_notifications`): the database finds it by primary key, where the
-    newest ``created_at`` would need a join back that PostgreSQL plans badly on tables
-    it has not analyzed (docs/performance.md).
-
-    Written in SQL rather than with the ORM: the ORM's compiling of this query (a
-    condition per content type, a parameter per target, a count per status) cost as
-    much as running it, for every list page. Each status is counted by a
-    ``COUNT(CASE …)`` (one row per notification, not per status). Plain SQL-92 (a
-    derived table, JOIN, GROUP BY, CASE, IN): any database Django supports; on
-    PostgreSQL the object ids are one array parameter (``= ANY``).
-    """
-    connection = connections[router.db_for_read(Notification)]
-    quote = connection.ops.quote_name
-
-    def column(model: type[models.Model], field: str) -> str:
-        concrete = model._meta.get_field(field)
-        assert isinstance(concrete, models.Field) and concrete.column  # a concrete column
-        return quote(concrete.column)
-
-    names = {
-        "notifications": quote(Notification._meta.db_table),
-        "deliveries": quote(Delivery._meta.db_table),
-        "n_id": column(Notification, "id"),
-        "n_type": column(Notification, "content_type"),
-        "n_object": column(Notification, "object_id"),
-        "n_sender": column(Notification, "sender"),
-        "d_notification": column(Delivery, "notification"),
-        "d_status": column(Delivery, "status"),
-    }
-    counts = ", ".join(
-        f"COUNT(CASE WHEN d.{names['d_status']} = %s THEN 1 END)" for _status in st.STATUSES
-    )
-    conditions: list[str] = []
-    params: list[Any] = list(st.STATUSES)
-    for content_type_id, object_ids in wanted.items():
-        values: list[Any]
-        if connection.vendor == "postgresql":
-            # One array parameter: the same statement text for 2 targets or 200.
-            condition, values = "= ANY(%s)", [sorted(object_ids)]
-        else:
-            condition = "IN ({})".format(", ".join(["%s"] * len(object_ids)))
-            values = sorted(object_ids)
-        conditions.append(f"({names['n_type']} = %s AND {names['n_object']} {condition})")
-        params += [content_type_id, *values]
-    # Names are quoted from the models' _meta; every value is a parameter.
-    sql = _COUNT_ROWS_SQL.format(**names, counts=counts, conditions=" OR ".join(conditions))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _targets_condition(keys: list[tuple[int, str]]) -> Q | None:
-    """The notifications of these target keys (None when there are none)."""
-    wanted: dict[int, set[str]] = defaultdict(set)
-    for content_type_id, object_id in keys:
-        wanted[content_type_id].add(object_id)
-    if not wanted:
-        return None
-    condition = Q()
-    for content_type_id, object_ids in wanted.items():
-        condition |= Q(content_type_id=content_type_id, object_id__in=sorted(object_ids))
-    return condition
-
-
 def _deliveries_of(notification_ids: list[int]) -> dict[int, list[dict]]:
     """The deliveries of these notifications, grouped by notification, with links and files."""
     if not notification_ids:
@@ -388,7 +252,7 @@ def _links_and_files(notification_ids: list[int]) -> dict[int, tuple[list[str], 
 
 
 def build_summary(notification: dict | None, rows: list[dict]) -> dict[str, Any]:
-    """The summary of one notification (a row of :func:`_latest_notifications`)."""
+    """The summary of one notification (from :func:`.latest_notifications.latest_notifications`)."""
     deliveries = [_delivery_summary(row) for row in rows]
     counts = dict.fromkeys(st.STATUSES, 0)
     for delivery in deliveries:

@@ -288,3 +288,11 @@ class TrackingPreference(models.Model):
 
     def __str__(self) -> str:
         return str(self.user)
+
+
+def concrete_field(model: type[models.Model], name: str) -> models.Field:
+    """``model``'s field ``name``, which must be a column of its table (for the app's
+    few statements written in SQL: their names come from the models, quoted)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column  # a concrete column
+    return field

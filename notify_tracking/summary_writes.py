@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connections, models, router
 
-from .models import Delivery, DeliveryEvent
+from .models import Delivery, DeliveryEvent, concrete_field
 
 _UPDATE_FROM_VALUES = (
     "UPDATE {table} AS d SET {sets} FROM (VALUES {rows}) AS v ({columns}) WHERE d.{pk} = v.{pk}"
@@ -100,6 +100,4 @@ def _cast(field: models.Field, connection: Any) -> str:
 
 
 def _field(name: str) -> models.Field:
-    field = Delivery._meta.get_field(name)
-    assert isinstance(field, models.Field) and field.column  # a concrete column
-    return field
+    return concrete_field(Delivery, name)

@@ -7,6 +7,8 @@ import uuid
 from collections import Counter
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone, translation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
@@ -103,11 +105,29 @@ def test_latest_notification_is_shown_and_all_are_counted(task, django_user_mode
 
     result = summary(task)
 
-    assert result["notification"]["id"] == new.pk
-    assert result["notification"]["subject"] == "Second"
+    assert result["notification"] == {
+        "id": new.pk,
+        "subject": "Second",
+        "channel": "email",
+        "created_at": Notification.objects.get(pk=new.pk).created_at,  # aware, as the ORM's
+        "sender_id": second_sender.pk,
+    }
     assert result["notification_count"] == 2
     assert result["sender_ids"] == sorted([first_sender.pk, second_sender.pk])
     assert result["label"] == "Sent"
+
+
+def test_the_latest_notification_is_the_last_created_whatever_its_clock_said(task):
+    # Two web servers whose clocks differ: the notification created last has the older
+    # created_at. The last created (the highest id) is the latest, for both readers.
+    first = notify_with_statuses(task, [st.OPENED], subject="First")
+    last = notify_with_statuses(task, [st.BOUNCED], subject="Last")
+    Notification.objects.filter(pk=last.pk).update(
+        created_at=first.created_at - dt.timedelta(seconds=2)
+    )
+
+    assert summary(task)["notification"]["subject"] == "Last"
+    assert badge_states([task])[task]["label"] == summary(task)["label"] == "Error"
 
 
 def test_delivery_details(task):
@@ -295,32 +315,61 @@ histories = hs.lists(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(history=histories)
-def test_badge_states_describe_the_last_notification_whoever_sent_the_others(
+def test_badge_states_and_summaries_describe_the_last_notification_for_any_history(
     django_user_model, history
 ):
-    # badge_states() counts only each sender's latest notification's deliveries; what
-    # it says must be what summaries() (which reads them all) says, for any history.
+    # Both read the latest notification of each target and sender, and keep the
+    # target's latest: checked against what the history says, for targets of three
+    # models (a task and a comment may share a pk; a UUID key is a string).
     senders = [django_user_model.objects.create_user(f"s{uuid.uuid4().hex}") for _ in range(3)]
-    tasks = [Task.objects.create(title=f"target {index}") for index in range(3)]
-    last_statuses: dict[int, list[str]] = {}
+    task = Task.objects.create(title="target")
+    targets = [task, Comment.objects.create(task=task, body="target"), UUIDTask.objects.create()]
+    last: dict[int, tuple[Notification, list[str]]] = {}
     for target, sender, statuses in history:
-        notify_with_statuses(
-            tasks[target], statuses, sender=None if sender is None else senders[sender]
+        notification = notify_with_statuses(
+            targets[target], statuses, sender=None if sender is None else senders[sender]
         )
-        last_statuses[target] = statuses
+        last[target] = (notification, statuses)
 
-    states = badge_states(tasks)
-    full = summaries(tasks)
+    states = badge_states(targets)
+    full = summaries(targets)
 
-    for index, task in enumerate(tasks):
-        assert states[task] == {key: full[task][key] for key in BADGE_KEYS}
+    for index, target in enumerate(targets):
         notified = [entry for entry in history if entry[0] == index]
-        assert states[task]["notification_count"] == len(notified)
-        assert states[task]["sender_ids"] == sorted(
+        expected_senders = sorted(
             {senders[sender].pk for _target, sender, _ in notified if sender is not None}
         )
-        expected = Counter(last_statuses.get(index, []))
-        assert {k: v for k, v in states[task]["counts"].items() if v} == dict(expected)
+        assert full[target]["notification_count"] == len(notified)
+        assert full[target]["sender_ids"] == expected_senders
+        if index in last:
+            notification, statuses = last[index]
+            assert full[target]["notification"]["id"] == notification.pk
+            assert full[target]["notification"]["sender_id"] == notification.sender_id
+        else:
+            assert full[target]["notification"] is None
+        assert states[target] == {key: full[target][key] for key in BADGE_KEYS}
+        expected = Counter(last[index][1] if index in last else [])
+        assert {k: v for k, v in states[target]["counts"].items() if v} == dict(expected)
+
+
+def test_long_target_lists_are_split_where_the_database_limits_them(monkeypatch):
+    # Oracle takes at most 1,000 values in an IN list (max_in_list_size()); PostgreSQL
+    # gets the ids as one array and has no list to split.
+    tasks = [Task.objects.create(title=f"t{index}") for index in range(5)]
+    for index, task in enumerate(tasks):
+        notify_with_statuses(task, [st.OPENED] * (index + 1))
+    whole_states, whole = badge_states(tasks), summaries(tasks)
+    monkeypatch.setattr(connection.ops, "max_in_list_size", lambda: 2)
+
+    with CaptureQueriesContext(connection) as queries:
+        states, split = badge_states(tasks), summaries(tasks)
+
+    for task in tasks:
+        assert states[task] == whole_states[task]
+        assert split[task] == whole[task]
+    assert [states[task]["total"] for task in tasks] == [1, 2, 3, 4, 5]
+    lists = 0 if connection.vendor == "postgresql" else 3  # 2 + 2 + 1 ids
+    assert queries.captured_queries[0]["sql"].count(" IN (") == lists
 
 
 def test_badge_states_of_a_notification_without_deliveries(task):
@@ -366,7 +415,7 @@ def test_badge_states_cost_one_query_for_2_and_200_targets(count, django_assert_
     notify_with_statuses(tasks[0], [st.DELIVERED])
     badge_states(comments[:1])  # warms the content type cache, as any running site has it
 
-    # one aggregate query (GROUP BY notification and status) for two models' targets
+    # one aggregate query for the targets of two models
     with django_assert_num_queries(1):
         states = badge_states([*comments, *tasks])
 

@@ -29,7 +29,7 @@ from django.http import HttpRequest
 
 from .. import status as st
 from ..conf import get_setting
-from ..models import EventSource, PendingOpen
+from ..models import EventSource, PendingOpen, concrete_field
 from ..service import NewEvent, record_events
 from . import classify, recording
 from .group_commit import GroupCommit
@@ -76,12 +76,7 @@ def _insert(**values: Any) -> None:
 @functools.cache
 def _fields() -> list[models.Field]:
     """The columns a pixel load fills, in the order of the INSERT."""
-    fields = []
-    for name in _INSERTED:
-        field = PendingOpen._meta.get_field(name)
-        assert isinstance(field, models.Field) and field.column  # each a concrete column
-        fields.append(field)
-    return fields
+    return [concrete_field(PendingOpen, name) for name in _INSERTED]
 
 
 @functools.cache

@@ -1,0 +1,191 @@
+"""The latest notification of each of many targets, in one query whatever their number.
+
+A target's **latest** notification is its last created: the highest id (the order of
+a sequence or an auto-increment column; not of an Oracle RAC identity cached per
+instance). Both readers start from the same derived table, the latest notification
+of each target *and sender* with how many notifications that sender sent about it,
+so that a target notified a thousand times costs a row per sender, not a thousand:
+
+- :func:`latest_notifications` (for ``summaries()``): the target's latest
+  notification's own fields, how many notifications the target had, who sent them;
+- :func:`latest_notification_counts` (for ``badge_states()``): the same counts and
+  senders, and the latest notification's deliveries in each status (the deliveries
+  of each sender's latest notification are counted, the target's latest is kept).
+
+Written in SQL rather than with the ORM: the ORM's compiling of these queries (a
+condition per content type, a parameter per target, a count per status, a subquery)
+cost more than running them, for every list page and popup. Plain SQL (a derived
+table, JOIN, GROUP BY, CASE, IN, no ``AS`` before a table alias), tested on SQLite
+and PostgreSQL; on PostgreSQL the object ids of a content type are one array
+parameter (``= ANY``), elsewhere ``IN`` lists no longer than the backend accepts.
+The highest id, rather than the newest ``created_at``, makes the latest notification
+a primary-key look-up: a join back on ``created_at`` was planned badly by PostgreSQL
+on tables it had not analyzed (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connections, models, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from . import status as st
+from .models import Delivery, Notification, concrete_field
+
+#: ``(content type id, object id)`` of a target, as a Notification stores it.
+Key = tuple[int, str]
+
+_LATEST_OF_EACH_SENDER = (
+    "SELECT MAX({n_id}) AS id, {n_type} AS target_type, {n_object} AS target_object,"
+    " {n_sender} AS sender, COUNT(*) AS notifications FROM {notifications}"
+    " WHERE {conditions} GROUP BY {n_type}, {n_object}, {n_sender}"
+)
+#: Each statement's rows start with (id, content type id, object id, sender id,
+#: notifications of this sender about the target), one row per target and sender, by id.
+_NOTIFICATIONS = (
+    "SELECT latest.id, latest.target_type, latest.target_object, latest.sender,"
+    " latest.notifications, n.{n_subject}, n.{n_channel}, n.{n_created}"
+    " FROM ({latest}) latest JOIN {notifications} n ON n.{n_id} = latest.id"
+    " ORDER BY latest.id"
+)
+_COUNTS = (
+    "SELECT latest.id, MAX(latest.target_type), MAX(latest.target_object), MAX(latest.sender),"
+    " MAX(latest.notifications), {counts}"
+    " FROM ({latest}) latest LEFT JOIN {deliveries} d ON d.{d_notification} = latest.id"
+    " GROUP BY latest.id ORDER BY latest.id"
+)
+
+
+def latest_notifications(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+    """For each target key: its latest notification's ``id``, ``content_type_id``,
+    ``object_id``, ``subject``, ``channel``, ``sender_id`` and ``created_at``, with
+    ``count`` (its notifications) and ``sender_ids`` (who sent them)."""
+    connection = connections[router.db_for_read(Notification)]
+    created_at = concrete_field(Notification, "created_at")
+    # What the ORM would do to the value: on SQLite a string becomes an aware datetime.
+    column = created_at.get_col(Notification._meta.db_table)
+    converters = connection.ops.get_db_converters(column)
+    rows = _select(connection, _NOTIFICATIONS, keys)
+    found: dict[Key, dict[str, Any]] = {}
+    for key, (row, count, sender_ids) in _by_target(rows).items():
+        notification_id, content_type_id, object_id, sender_id, _, subject, channel, at = row
+        for converter in converters:
+            at = converter(at, column, connection)
+        found[key] = {
+            "id": notification_id,
+            "content_type_id": content_type_id,
+            "object_id": object_id,
+            "subject": subject,
+            "channel": channel,
+            "sender_id": sender_id,
+            "created_at": at,
+            "count": count,
+            "sender_ids": sender_ids,
+        }
+    return found
+
+
+def latest_notification_counts(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
+    """For each target key: its latest notification's ``id`` and ``counts``, its
+    deliveries in each status (a tuple in the order of ``status.STATUSES``), with
+    ``count`` (its notifications) and ``sender_ids`` (who sent them)."""
+    connection = connections[router.db_for_read(Notification)]
+    # The statuses' placeholders come first in the text, before the derived table's.
+    rows = _select(connection, _COUNTS, keys, leading=st.STATUSES)
+    return {
+        key: {"id": row[0], "counts": tuple(row[5:]), "count": count, "sender_ids": sender_ids}
+        for key, (row, count, sender_ids) in _by_target(rows).items()
+    }
+
+
+def _by_target(rows: list[tuple]) -> dict[Key, tuple[tuple, int, list[int]]]:
+    """``{key: (latest row, notifications, sender ids)}`` from rows that come one per
+    target and sender, by id: the last row of a target is its latest notification."""
+    latest: dict[Key, tuple] = {}
+    counts: dict[Key, int] = defaultdict(int)
+    senders: dict[Key, set[int]] = defaultdict(set)
+    for row in rows:
+        key = (row[1], row[2])
+        latest[key] = row
+        counts[key] += row[4]
+        if row[3] is not None:
+            senders[key].add(row[3])
+    return {key: (row, counts[key], sorted(senders[key])) for key, row in latest.items()}
+
+
+def _select(
+    connection: BaseDatabaseWrapper,
+    template: str,
+    keys: Iterable[Key],
+    *,
+    leading: Sequence[Any] = (),
+) -> list[tuple]:
+    """The rows of ``template`` (:data:`_NOTIFICATIONS` or :data:`_COUNTS`) for the
+    targets of ``keys``, ``leading`` the values of the placeholders before the derived
+    table's; no query when there are no targets."""
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for content_type_id, object_id in keys:
+        wanted[content_type_id].add(object_id)
+    if not wanted:
+        return []
+    names = _names(connection)
+    conditions, params = _conditions(connection, names, wanted)
+    counts = ", ".join(
+        f"COUNT(CASE WHEN d.{names['d_status']} = %s THEN 1 END)" for _status in st.STATUSES
+    )
+    # Names are quoted from the models' _meta; every value is a parameter.
+    latest = _LATEST_OF_EACH_SENDER.format(**names, conditions=conditions)
+    sql = template.format(**names, latest=latest, counts=counts)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*leading, *params])
+        return cursor.fetchall()
+
+
+def _conditions(
+    connection: BaseDatabaseWrapper, names: dict[str, str], wanted: dict[int, set[str]]
+) -> tuple[str, list[Any]]:
+    """``WHERE`` of the targets' notifications: per content type, its object ids as
+    one array (PostgreSQL) or in ``IN`` lists of at most ``max_in_list_size()``."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    for content_type_id, object_ids in wanted.items():
+        ids = sorted(object_ids)
+        if connection.vendor == "postgresql":
+            # One array parameter: the same statement text for 2 targets or 200.
+            conditions.append(f"({names['n_type']} = %s AND {names['n_object']} = ANY(%s))")
+            params += [content_type_id, ids]
+            continue
+        size = connection.ops.max_in_list_size() or len(ids)  # Oracle: 1,000
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            placeholders = ", ".join(["%s"] * len(chunk))
+            conditions.append(
+                f"({names['n_type']} = %s AND {names['n_object']} IN ({placeholders}))"
+            )
+            params += [content_type_id, *chunk]
+    return " OR ".join(conditions), params
+
+
+def _names(connection: BaseDatabaseWrapper) -> dict[str, str]:
+    """The quoted table and column names the statements use."""
+    quote = connection.ops.quote_name
+
+    def column(model: type[models.Model], name: str) -> str:
+        return quote(str(concrete_field(model, name).column))
+
+    return {
+        "notifications": quote(Notification._meta.db_table),
+        "deliveries": quote(Delivery._meta.db_table),
+        "n_id": column(Notification, "id"),
+        "n_type": column(Notification, "content_type"),
+        "n_object": column(Notification, "object_id"),
+        "n_subject": column(Notification, "subject"),
+        "n_channel": column(Notification, "channel"),
+        "n_sender": column(Notification, "sender"),
+        "n_created": column(Notification, "created_at"),
+        "d_notification": column(Delivery, "notification"),
+        "d_status": column(Delivery, "status"),
+    }
