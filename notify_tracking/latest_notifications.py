@@ -25,6 +25,7 @@ on tables it had not analyzed (docs/performance.md).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -131,14 +132,11 @@ def _select(
         wanted[content_type_id].add(object_id)
     if not wanted:
         return []
-    names = _names(connection)
+    names = _names(connection.alias)
     conditions, params = _conditions(connection, names, wanted)
-    counts = ", ".join(
-        f"COUNT(CASE WHEN d.{names['d_status']} = %s THEN 1 END)" for _status in st.STATUSES
-    )
     # Names are quoted from the models' _meta; every value is a parameter.
     latest = _LATEST_OF_EACH_SENDER.format(**names, conditions=conditions)
-    sql = template.format(**names, latest=latest, counts=counts)
+    sql = template.format(**names, latest=latest)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*leading, *params])
         return cursor.fetchall()
@@ -169,14 +167,19 @@ def _conditions(
     return " OR ".join(conditions), params
 
 
-def _names(connection: BaseDatabaseWrapper) -> dict[str, str]:
-    """The quoted table and column names the statements use."""
-    quote = connection.ops.quote_name
+@functools.cache
+def _names(alias: str) -> dict[str, str]:
+    """The quoted table and column names the statements use on database ``alias``, and
+    ``counts``, the deliveries' count per status; built once per process (a list page
+    of badges asks for them each time)."""
+    quote = connections[alias].ops.quote_name
 
     def column(model: type[models.Model], name: str) -> str:
         return quote(str(concrete_field(model, name).column))
 
+    status = column(Delivery, "status")
     return {
+        "counts": ", ".join(f"COUNT(CASE WHEN d.{status} = %s THEN 1 END)" for _ in st.STATUSES),
         "notifications": quote(Notification._meta.db_table),
         "deliveries": quote(Delivery._meta.db_table),
         "n_id": column(Notification, "id"),
@@ -187,5 +190,4 @@ def _names(connection: BaseDatabaseWrapper) -> dict[str, str]:
         "n_sender": column(Notification, "sender"),
         "n_created": column(Notification, "created_at"),
         "d_notification": column(Delivery, "notification"),
-        "d_status": column(Delivery, "status"),
     }
