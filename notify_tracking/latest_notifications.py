@@ -15,9 +15,10 @@ so that a target notified a thousand times costs a row per sender, not a thousan
 Written in SQL rather than with the ORM: the ORM's compiling of these queries (a
 condition per content type, a parameter per target, a count per status, a subquery)
 cost more than running them, for every list page and popup. Plain SQL (a derived
-table, JOIN, GROUP BY, CASE, IN, BETWEEN, no ``AS`` before a table alias), tested on
-SQLite and PostgreSQL; on PostgreSQL the object ids of a content type are one array
-parameter (``= ANY``), elsewhere ``IN`` lists no longer than the backend accepts.
+table, JOIN, GROUP BY, CASE, IN, no ``AS`` before a table alias), tested on SQLite
+and PostgreSQL; on PostgreSQL the object ids of a content type are one array
+parameter (``= ANY``), elsewhere ``IN`` lists no longer than the backend accepts, and
+the badges' counts come from a ``LATERAL`` subquery there (:data:`_COUNTS_LATERAL`).
 The highest id, rather than the newest ``created_at``, makes the latest notification
 a primary-key look-up: a join back on ``created_at`` was planned badly by PostgreSQL
 on tables it had not analyzed (docs/performance.md).
@@ -52,18 +53,22 @@ _NOTIFICATIONS = (
     " FROM ({latest}) latest JOIN {notifications} n ON n.{n_id} = latest.id"
     " ORDER BY latest.id"
 )
-#: The deliveries are joined on ``BETWEEN latest.id AND latest.id``, the same rows as
-#: ``= latest.id``, because a range cannot be hashed: the database looks up each latest
-#: notification's deliveries by their index. On ``=``, PostgreSQL, once it had
-#: statistics, estimated the derived table's rows too few and hashed every delivery of
-#: the table instead: 5.8 ms instead of 2.3 for 200 targets beside 20,000 deliveries
-#: (tests/test_badge_plans.py; docs/performance.md).
 _COUNTS = (
     "SELECT latest.id, MAX(latest.target_type), MAX(latest.target_object), MAX(latest.sender),"
     " MAX(latest.notifications), {counts}"
-    " FROM ({latest}) latest LEFT JOIN {deliveries} d"
-    " ON d.{d_notification} BETWEEN latest.id AND latest.id"
+    " FROM ({latest}) latest LEFT JOIN {deliveries} d ON d.{d_notification} = latest.id"
     " GROUP BY latest.id ORDER BY latest.id"
+)
+#: The same on PostgreSQL: each latest notification's deliveries counted in a LATERAL
+#: subquery, which the planner cannot turn into a join over the whole table: it looks
+#: them up by their index whatever its estimates. The join above was planned as a hash
+#: join over every delivery (7.7 ms instead of 2.3 for 200 targets beside 20,000
+#: deliveries, analyzed or not; docs/performance.md, tests/test_badge_plans.py).
+_COUNTS_LATERAL = (
+    "SELECT latest.id, latest.target_type, latest.target_object, latest.sender,"
+    " latest.notifications, counted.* FROM ({latest}) latest"
+    " CROSS JOIN LATERAL (SELECT {counts} FROM {deliveries} d"
+    " WHERE d.{d_notification} = latest.id) counted ORDER BY latest.id"
 )
 
 
@@ -101,8 +106,12 @@ def latest_notification_counts(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]
     deliveries in each status (a tuple in the order of ``status.STATUSES``), with
     ``count`` (its notifications) and ``sender_ids`` (who sent them)."""
     connection = connections[router.db_for_read(Notification)]
-    # The statuses' placeholders come first in the text, before the derived table's.
-    rows = _select(connection, _COUNTS, keys, leading=st.STATUSES)
+    if connection.vendor == "postgresql":
+        # The statuses' placeholders come after the derived table's in the text.
+        rows = _select(connection, _COUNTS_LATERAL, keys, trailing=st.STATUSES)
+    else:
+        # Elsewhere they come first (SQLite, MySQL: an index lookup per row anyway).
+        rows = _select(connection, _COUNTS, keys, leading=st.STATUSES)
     return {
         key: {"id": row[0], "counts": tuple(row[5:]), "count": count, "sender_ids": sender_ids}
         for key, (row, count, sender_ids) in _by_target(rows).items()
@@ -130,10 +139,12 @@ def _select(
     keys: Iterable[Key],
     *,
     leading: Sequence[Any] = (),
+    trailing: Sequence[Any] = (),
 ) -> list[tuple]:
-    """The rows of ``template`` (:data:`_NOTIFICATIONS` or :data:`_COUNTS`) for the
-    targets of ``keys``, ``leading`` the values of the placeholders before the derived
-    table's; no query when there are no targets."""
+    """The rows of ``template`` (:data:`_NOTIFICATIONS`, :data:`_COUNTS` or
+    :data:`_COUNTS_LATERAL`) for the targets of ``keys``, ``leading`` and ``trailing``
+    the values of the placeholders before and after the derived table's; no query when
+    there are no targets."""
     wanted: dict[int, set[str]] = defaultdict(set)
     for content_type_id, object_id in keys:
         wanted[content_type_id].add(object_id)
@@ -145,7 +156,7 @@ def _select(
     latest = _LATEST_OF_EACH_SENDER.format(**names, conditions=conditions)
     sql = template.format(**names, latest=latest)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*leading, *params])
+        cursor.execute(sql, [*leading, *params, *trailing])
         return cursor.fetchall()
 
 

@@ -1,10 +1,13 @@
 """badge_states() looks up the deliveries of the latest notifications by their index.
 
-Its statement joins the latest notifications (a derived table) to their deliveries.
-On PostgreSQL with statistics, the planner estimates the derived table's rows too few
-and, on an equality join, hashed every delivery of the table (9 ms instead of 2 at
-20,000 deliveries): the join is written so that it cannot be hashed. These tests give
-the planner that table, analyzed, and read its plan.
+Its statement starts from the latest notifications (a derived table) and counts their
+deliveries. PostgreSQL estimates the derived table's rows badly: with statistics, a
+join on ``=`` was planned as a hash join over every delivery of the table (7.7 ms
+instead of 2.3 at 20,000 deliveries); without them, a join on a range as a scan of
+every delivery per notification (178 ms). On PostgreSQL the deliveries are counted
+in a ``LATERAL`` subquery instead. These tests give the planner such a table, with
+its statistics and with those of the table before (the rows are never committed:
+autovacuum does not see them), and read its plan.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ PAGE = 200
 BUSY_NOTIFICATIONS, BUSY_DELIVERIES = 4000, 5
 
 
-@pytest.fixture
-def page(db):
+@pytest.fixture(params=["analyzed", "not analyzed"])
+def page(request, db):
     """A page of 200 tasks notified to 3 people each, beside a task notified thousands of
     times (its 20,000 deliveries make the delivery table worth hashing)."""
     tasks = Task.objects.bulk_create(Task(title=f"Task {index}") for index in range(PAGE))
@@ -59,8 +62,9 @@ def page(db):
         ),
         batch_size=2000,
     )
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")  # the statistics a live database has
+    if request.param == "analyzed":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # the statistics a live database has
     return tasks
 
 
@@ -80,6 +84,6 @@ def test_the_deliveries_are_looked_up_by_their_notification_index(page):
 
     assert "notify_tracking_delivery_notification_id" in plan, plan
     if connection.vendor == "postgresql":
-        assert "Nested Loop Left Join" in plan, plan
+        assert "Nested Loop" in plan, plan
         assert not re.search(r"Hash (Right |Left )?Join", plan), plan
         assert "Seq Scan on notify_tracking_delivery" not in plan, plan
