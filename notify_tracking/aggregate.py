@@ -130,16 +130,18 @@ def badge_states(targets: Iterable[models.Model]) -> SummaryMap:
     keys = [result.key_of(target) for target in targets]
     notifications = latest_notification_counts(keys)
     described: dict[tuple[int, ...], dict[str, Any]] = {}  # a list repeats few combinations
+    never = (0,) * len(st.STATUSES)
     for target, key in zip(targets, keys, strict=True):
         latest = notifications.get(key)
-        counts = latest["counts"] if latest else (0,) * len(st.STATUSES)
-        if counts not in described:
-            described[counts] = describe(dict(zip(st.STATUSES, counts, strict=True)))
+        counts = latest["counts"] if latest else never
+        state = described.get(counts)
+        if state is None:
+            state = described[counts] = describe(dict(zip(st.STATUSES, counts, strict=True)))
         result.add(
             target,
             key,
             {
-                **described[counts],
+                **state,
                 "notification_count": latest["count"] if latest else 0,
                 "sender_ids": latest["sender_ids"] if latest else [],
             },
@@ -160,20 +162,22 @@ class SummaryMap(dict):
         """``(content type id, str(pk))`` of ``target``; the content types are remembered
         by model, as a page looks up each of its targets."""
         content_type_id = self._content_types.get(type(target))
-        if content_type_id is None or target.pk is None:
+        pk = target.pk
+        if content_type_id is None or pk is None:
             key = _key_of(target)
             self._content_types[type(target)] = key[0]
             return key
-        return content_type_id, str(target.pk)
+        return content_type_id, str(pk)
 
     def add(self, target: models.Model, key: tuple[int, str], value: dict[str, Any]) -> None:
         known = self._by_key.get(key)
         self._by_key[key] = value
-        if known is None and target.pk in self:
-            self._ambiguous.add(target.pk)
-            dict.__delitem__(self, target.pk)
-        elif target.pk not in self._ambiguous:
-            dict.__setitem__(self, target.pk, value)
+        pk = target.pk  # a property: read once (a list page adds 200 of them)
+        if known is None and dict.__contains__(self, pk):
+            self._ambiguous.add(pk)
+            dict.__delitem__(self, pk)
+        elif pk not in self._ambiguous:
+            dict.__setitem__(self, pk, value)
 
     def for_object(self, target: models.Model) -> dict[str, Any]:
         """The summary of ``target`` (a model instance); KeyError when it was not asked for."""

@@ -62,8 +62,10 @@ _COUNTS = (
 #: The same on PostgreSQL: each latest notification's deliveries counted in a LATERAL
 #: subquery, which the planner cannot turn into a join over the whole table: it looks
 #: them up by their index whatever its estimates. The join above was planned as a hash
-#: join over every delivery (7.7 ms instead of 2.3 for 200 targets beside 20,000
-#: deliveries, analyzed or not; docs/performance.md, tests/test_badge_plans.py).
+#: join over every delivery: 7.7 ms instead of 2.3 for 200 targets beside 20,000
+#: analyzed deliveries, 7.3 instead of 4.6 without statistics (a join on a range, the
+#: other way to forbid the hash, became a scan of every delivery per target there:
+#: 178 ms). See docs/performance.md and tests/test_badge_plans.py.
 _COUNTS_LATERAL = (
     "SELECT latest.id, latest.target_type, latest.target_object, latest.sender,"
     " latest.notifications, counted.* FROM ({latest}) latest"

@@ -11,7 +11,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, Permission
-from django.template import Context, Template
+from django.template import Context, Template, TemplateSyntaxError
 from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import translation
@@ -251,6 +251,55 @@ def test_list_badge_is_an_accessible_icon_without_its_details(viewer):
     # the details are not in the page: they load when the popup is opened
     assert "data-nt-popup" not in html and "data-nt-recipient" not in html
     assert "example.com" not in html and "550 mailbox" not in html
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "{% delivery_badge comment badges=badges %}",
+        "{% delivery_badge comment badges as html %}{{ html }}",
+        "{% delivery_badge comment badges=badges as html %}<i>{{ html }}</i>",
+    ],
+)
+def test_list_badge_takes_the_keyword_and_as_forms(viewer, call):
+    comments = _page_of_comments(3)
+    positional = render(MANY, viewer, comments=comments)
+    other = MANY.replace("{% delivery_badge comment badges %}", call)
+
+    html = render(other, viewer, comments=comments)
+
+    assert _badges(html) == _badges(positional) and len(_badges(html)) == 3
+
+
+def test_badge_as_a_variable_is_rendered_where_it_is_used(task, staff):
+    notify_with_statuses(task, [st.OPENED])
+    alone = render(ONE, staff, target=task)
+
+    html = render(
+        "{% load notify_tracking %}{% delivery_badge target as badge %}[{{ badge }}]",
+        staff,
+        target=task,
+    )
+
+    def same_ids(text: str) -> str:  # each popup gets an id of its own
+        return re.sub(r"nt-popup-[0-9a-f]+", "nt-popup-ID", text)
+
+    assert same_ids(html) == same_ids(f"[{alone}]") and "data-nt-popup" in html
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "{% delivery_badge %}",
+        "{% delivery_badge comment badges extra %}",
+        "{% delivery_badge comment colour=badges %}",
+        "{% delivery_badge target=comment %}",
+        "{% delivery_badge comment badges as %}",
+    ],
+)
+def test_a_wrong_badge_call_is_a_template_syntax_error(call):
+    with pytest.raises(TemplateSyntaxError, match="delivery_badge"):
+        Template("{% load notify_tracking %}" + call)
 
 
 def test_list_badge_has_no_inline_script_or_style(staff):
