@@ -162,12 +162,11 @@ class SummaryMap(dict):
         """``(content type id, str(pk))`` of ``target``; the content types are remembered
         by model, as a page looks up each of its targets."""
         content_type_id = self._content_types.get(type(target))
-        pk = target.pk
-        if content_type_id is None or pk is None:
-            key = _key_of(target)
-            self._content_types[type(target)] = key[0]
-            return key
-        return content_type_id, str(pk)
+        if content_type_id is not None and (pk := target.pk) is not None:
+            return content_type_id, str(pk)
+        key = _key_of(target)  # checks that it is a saved model instance
+        self._content_types[type(target)] = key[0]
+        return key
 
     def add(self, target: models.Model, key: tuple[int, str], value: dict[str, Any]) -> None:
         known = self._by_key.get(key)

@@ -19,9 +19,9 @@ table, JOIN, GROUP BY, CASE, IN, no ``AS`` before a table alias), tested on SQLi
 and PostgreSQL. On PostgreSQL the targets are two array parameters (the same
 statement text for 2 targets or 200) whose notifications are looked up target by
 target, and the badges' counts come from a ``LATERAL`` subquery
-(:data:`_LATEST_OF_EACH_TARGET_AND_SENDER`, :data:`_COUNTS_LATERAL`): plans that do not
-depend on the planner's estimates. Elsewhere the object ids go in ``IN`` lists no
-longer than the backend accepts.
+(:data:`_LATEST_OF_EACH_SENDER_LATERAL`, :data:`_COUNTS_LATERAL`): index look-ups
+with fresh statistics and without (the two states measured). Elsewhere the object ids
+go in ``IN`` lists no longer than the backend accepts.
 The highest id, rather than the newest ``created_at``, makes the latest notification
 a primary-key look-up: a join back on ``created_at`` was planned badly by PostgreSQL
 on tables it had not analyzed (docs/performance.md).
@@ -53,7 +53,7 @@ _LATEST_OF_EACH_SENDER = (
 #: PostgreSQL answered ``object_id = ANY(...)`` by reading every notification of the
 #: content type and testing each against every id (2.9 ms for a page of 200 beside
 #: 5,000 notifications of other comments, in the benchmarks' database).
-_LATEST_OF_EACH_TARGET_AND_SENDER = (
+_LATEST_OF_EACH_SENDER_LATERAL = (
     "SELECT latest.id, t.target_type, t.target_object, latest.sender, latest.notifications"
     " FROM unnest(%s::integer[], %s::text[]) t(target_type, target_object)"
     " CROSS JOIN LATERAL (SELECT MAX({n_id}) AS id, {n_sender} AS sender,"
@@ -76,8 +76,8 @@ _COUNTS = (
     " GROUP BY latest.id ORDER BY latest.id"
 )
 #: The same on PostgreSQL: each latest notification's deliveries counted in a LATERAL
-#: subquery, which the planner cannot turn into a join over the whole table: it looks
-#: them up by their index whatever its estimates. The join above was planned as a hash
+#: subquery, which the planner cannot turn into a join over the whole table: it looked
+#: them up by their index with statistics and without. The join above was planned as a hash
 #: join over every delivery: 7.7 ms instead of 2.3 for 200 targets beside 20,000
 #: analyzed deliveries, 7.3 instead of 4.6 without statistics (a join on a range, the
 #: other way to forbid the hash, became a scan of every delivery per target there:
@@ -128,7 +128,7 @@ def latest_notification_counts(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]
         # The statuses' placeholders come after the derived table's in the text.
         rows = _select(connection, _COUNTS_LATERAL, keys, trailing=st.STATUSES)
     else:
-        # Elsewhere they come first (SQLite, MySQL: an index lookup per row anyway).
+        # Elsewhere they come first (SQLite looks each row up by index anyway).
         rows = _select(connection, _COUNTS, keys, leading=st.STATUSES)
     return {
         key: {"id": row[0], "counts": tuple(row[5:]), "count": count, "sender_ids": sender_ids}
@@ -173,7 +173,7 @@ def _select(
     if connection.vendor == "postgresql":
         pairs = [(content_type_id, id_) for content_type_id, ids in wanted.items() for id_ in ids]
         params: list[Any] = [[pair[0] for pair in pairs], [pair[1] for pair in pairs]]
-        latest = _LATEST_OF_EACH_TARGET_AND_SENDER.format(**names)
+        latest = _LATEST_OF_EACH_SENDER_LATERAL.format(**names)
     else:
         conditions, params = _conditions(connection, names, wanted)
         latest = _LATEST_OF_EACH_SENDER.format(**names, conditions=conditions)

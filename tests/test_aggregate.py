@@ -431,3 +431,11 @@ def test_badge_states_cost_one_query_for_2_and_200_targets(count, django_assert_
 def test_badge_states_of_nothing_costs_nothing(django_assert_num_queries):
     with django_assert_num_queries(0):
         assert badge_states([]) == {}
+
+
+@pytest.mark.parametrize("reader", [badge_states, summaries])
+def test_a_target_that_is_not_a_saved_instance_is_refused_clearly(task, reader):
+    with pytest.raises(TypeError, match="a target must be a model instance, not dict"):
+        reader([task, {"pk": task.pk}])
+    with pytest.raises(ValueError, match="is not saved: it has no status"):
+        reader([task, Task(title="unsaved")])

@@ -259,6 +259,8 @@ def test_list_badge_is_an_accessible_icon_without_its_details(viewer):
         "{% delivery_badge comment badges=badges %}",
         "{% delivery_badge comment badges as html %}{{ html }}",
         "{% delivery_badge comment badges=badges as html %}<i>{{ html }}</i>",
+        "{% delivery_badge target=comment badges=badges %}",
+        "{% delivery_badge badges=badges target=comment %}",
     ],
 )
 def test_list_badge_takes_the_keyword_and_as_forms(viewer, call):
@@ -293,7 +295,7 @@ def test_badge_as_a_variable_is_rendered_where_it_is_used(task, staff):
         "{% delivery_badge %}",
         "{% delivery_badge comment badges extra %}",
         "{% delivery_badge comment colour=badges %}",
-        "{% delivery_badge target=comment %}",
+        "{% delivery_badge comment badges=badges badges=badges %}",
         "{% delivery_badge comment badges as %}",
     ],
 )
