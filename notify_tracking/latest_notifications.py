@@ -77,8 +77,8 @@ _COUNTS = (
 )
 #: The same on PostgreSQL: each latest notification's deliveries counted in a LATERAL
 #: subquery, which the planner cannot turn into a join over the whole table: it looked
-#: them up by their index with statistics and without. The join above was planned as a hash
-#: join over every delivery: 7.7 ms instead of 2.3 for 200 targets beside 20,000
+#: them up by their index with statistics and without. The join above was planned as a
+#: hash join over every delivery: 7.7 ms instead of 2.3 for 200 targets beside 20,000
 #: analyzed deliveries, 7.3 instead of 4.6 without statistics (a join on a range, the
 #: other way to forbid the hash, became a scan of every delivery per target there:
 #: 178 ms). See docs/performance.md and tests/test_badge_plans.py.
@@ -124,7 +124,7 @@ def latest_notification_counts(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]
     deliveries in each status (a tuple in the order of ``status.STATUSES``), with
     ``count`` (its notifications) and ``sender_ids`` (who sent them)."""
     connection = connections[router.db_for_read(Notification)]
-    if connection.vendor == "postgresql":
+    if _lateral(connection):
         # The statuses' placeholders come after the derived table's in the text.
         rows = _select(connection, _COUNTS_LATERAL, keys, trailing=st.STATUSES)
     else:
@@ -170,7 +170,7 @@ def _select(
         return []
     names = _names(connection.alias)
     # Names are quoted from the models' _meta; every value is a parameter.
-    if connection.vendor == "postgresql":
+    if _lateral(connection):
         pairs = [(content_type_id, id_) for content_type_id, ids in wanted.items() for id_ in ids]
         params: list[Any] = [[pair[0] for pair in pairs], [pair[1] for pair in pairs]]
         latest = _LATEST_OF_EACH_SENDER_LATERAL.format(**names)
@@ -181,6 +181,12 @@ def _select(
     with connection.cursor() as cursor:
         cursor.execute(sql, [*leading, *params, *trailing])
         return cursor.fetchall()
+
+
+def _lateral(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the statements go target by target through ``LATERAL`` subqueries
+    (:data:`_LATEST_OF_EACH_SENDER_LATERAL`, :data:`_COUNTS_LATERAL`): on PostgreSQL."""
+    return connection.vendor == "postgresql"
 
 
 def _conditions(
