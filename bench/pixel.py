@@ -7,10 +7,11 @@ view answers the same GIF and headers and records nothing. wrk loads each for
 tokens (bench/pixel.lua). A pixel request only keeps the open (one INSERT of a
 PendingOpen); a Celery task applies them in batches. The pixel is loaded twice:
 
-1. the view alone, in 4 rounds alternating with the bare view: no worker runs
-   during the load; then one worker (prefork, 1
-   child) applies what waits, and the bench reports how many opens it applied per
-   second;
+1. the view alone, in 4 rounds alternating with the bare view and with the issue's
+   reference point, a *naive* view (bench/benchapp/views.py: the same token check,
+   then one autocommitted ``UPDATE`` of the delivery per request, on deliveries of its
+   own): no worker runs during the load; then one worker (prefork, 1 child) applies
+   what waits, and the bench reports how many opens it applied per second;
 2. with that worker applying opens on the same two cores while wrk runs (the ratio
    of the table), in 4 rounds alternating with the bare view again (measured anew, the
    baseline of this ratio); after each pixel round the bench waits until no open is
@@ -54,26 +55,41 @@ def run() -> dict[str, Any]:
     pixel_paths = [reverse("notify_tracking:open", kwargs={"token": t}) for t in tokens]
     bare_paths = [reverse("bare-pixel", kwargs={"token": t}) for t in tokens]
     ids = [delivery.pk for delivery in deliveries]
+    # The naive view updates deliveries of its own: its dead rows stay out of the pixel's.
+    naive_deliveries = fixtures.sent_deliveries(TOKENS, start=41_000_000)
+    naive_paths = [
+        reverse("naive-pixel", kwargs={"token": sign_open(delivery.token)})
+        for delivery in naive_deliveries
+    ]
+    naive_ids = [delivery.pk for delivery in naive_deliveries]
 
     with tempfile.TemporaryDirectory(prefix="nt_bench_") as folder:
         pixel_file = Path(folder) / "pixel.txt"
         bare_file = Path(folder) / "bare.txt"
+        naive_file = Path(folder) / "naive.txt"
         pixel_file.write_text("\n".join(pixel_paths) + "\n")
         bare_file.write_text("\n".join(bare_paths) + "\n")
+        naive_file.write_text("\n".join(naive_paths) + "\n")
         with services.gunicorn(WORKERS, THREADS) as (port, workers):
             load = services.load_average()
             cpu_pixel: dict[str, int] = {}
             _wrk(port, bare_file, WARMUP)
             _wrk(port, pixel_file, WARMUP)
-            # 1. The view alone (the worker that applies the opens is stopped) and the
-            # bare view, in alternating rounds: the machine's load moves within seconds.
-            rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "alone": []}
-            cpu = {"bare": {}, "alone": {}}
+            _wrk(port, naive_file, WARMUP)
+            naive_before = _naive_opens(naive_ids)
+            # 1. The view alone (the worker that applies the opens is stopped), the
+            # bare view and the naive view, in alternating rounds: the machine's load
+            # moves within seconds.
+            sides = (("bare", bare_file), ("alone", pixel_file), ("naive", naive_file))
+            rounds: dict[str, list[dict[str, Any]]] = {side: [] for side, _ in sides}
+            cpu: dict[str, dict[str, float]] = {side: {} for side, _ in sides}
             for _ in range(ROUNDS):
-                for side, paths in (("bare", bare_file), ("alone", pixel_file)):
+                for side, paths in sides:
                     with services.cpu_seconds(cpu[side]):
                         rounds[side].append(_wrk(port, paths, DURATION // ROUNDS))
             bare, alone = _combined(rounds["bare"]), _combined(rounds["alone"])
+            naive = _combined(rounds["naive"])
+            naive_counted = _naive_opens(naive_ids) - naive_before
             cpu_per_request = {
                 side: _per_request(cpu[side], _combined(rounds[side])["requests"]) for side in cpu
             }
@@ -102,7 +118,7 @@ def run() -> dict[str, Any]:
         "server": f"gunicorn {WORKERS} workers x {THREADS} threads (gthread)",
         "wrk": (
             f"1 thread, {CONNECTIONS} connections, {DURATION} s after {WARMUP} s warm-up"
-            f" (bare and alone: {ROUNDS} alternating rounds of {DURATION // ROUNDS} s)"
+            f" (bare, alone and naive: {ROUNDS} alternating rounds of {DURATION // ROUNDS} s)"
         ),
         "pixel_rps": pixel["rps"],
         "bare_rps": bare["rps"],
@@ -111,6 +127,11 @@ def run() -> dict[str, Any]:
         "alone_rps": alone["rps"],
         "alone_p99_ms": alone["p99_ms"],
         "alone_ratio": ratio(alone["rps"], bare["rps"]),
+        "naive_rps": naive["rps"],
+        "naive_p99_ms": naive["p99_ms"],
+        "naive_ratio": ratio(naive["rps"], bare["rps"]),
+        "naive_counted": naive_counted,
+        "naive_requests": naive["requests"],
         "cpu_us_per_request": cpu_per_request,
         "apply_rate": round(waiting / applied_in, 1) if applied_in > 0 else None,
         "applied_after_alone": waiting,
@@ -124,6 +145,7 @@ def run() -> dict[str, Any]:
         "alone": alone,
         "bare": bare,
         "bare_2": bare_2,
+        "naive": naive,
         "load_before": load,
     }
     announce(
@@ -134,6 +156,9 @@ def run() -> dict[str, Any]:
             "ratio": figures["ratio"],
             "alone_rps": alone["rps"],
             "alone_ratio": figures["alone_ratio"],
+            "naive_rps": naive["rps"],
+            "naive_ratio": figures["naive_ratio"],
+            "naive_counted": f"{naive_counted} of {naive['requests']}",
             "cpu_us_per_request": cpu_per_request,
             "apply_rate_per_s": figures["apply_rate"],
             "p99_ms": f"{pixel['p99_ms']} vs {bare_2['p99_ms']}",
@@ -187,6 +212,16 @@ def _opens(delivery_ids: list[int]) -> int:
     return DeliveryEvent.objects.filter(
         delivery_id__in=delivery_ids, source="pixel", kind="opened"
     ).count()
+
+
+def _naive_opens(delivery_ids: list[int]) -> int:
+    """What the naive view counted: the open counts of its deliveries, summed."""
+    from django.db.models import Sum
+
+    from notify_tracking.models import Delivery
+
+    total = Delivery.objects.filter(pk__in=delivery_ids).aggregate(n=Sum("open_count"))["n"]
+    return total or 0
 
 
 def _wrk(port: int, paths: Path, seconds: int) -> dict[str, Any]:

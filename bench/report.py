@@ -59,6 +59,14 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{pixel['apply_rate']} ({pixel['applied_after_alone']:,} opens)",
                 "", "", "", "",
             ))  # fmt: skip
+        if "naive_rps" in pixel:
+            rows.append((
+                "   the issue's naive view: one autocommitted `UPDATE` per request"
+                " (in the rounds of the view alone)",
+                f"{pixel['naive_rps']} (p99 {pixel['naive_p99_ms']} ms)",
+                f"bare view: {pixel['bare_rps']}",
+                f"{pixel['naive_ratio']}", "", "",
+            ))  # fmt: skip
         rows.append((
             "   opens recorded / wrk responses",
             f"{pixel['opens_recorded']:,} / {pixel['pixel_requests']:,}",
@@ -237,7 +245,7 @@ def _details(results: dict[str, Any]) -> dict[str, Any]:
             "one_batch_statements": results["send"]["one_batch"]["statements"],
         }
     if "pixel" in results:
-        sides = ("pixel", "bare", "alone", "bare_2")
+        sides = ("pixel", "bare", "alone", "naive", "bare_2")
         details["pixel"] = {
             side: results["pixel"][side] for side in sides if side in results["pixel"]
         } | {
