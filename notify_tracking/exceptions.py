@@ -29,12 +29,21 @@ class TransientChannelError(ChannelError):
     """A send that may succeed later (network, provider 5xx, rate limit): retried.
 
     ``retry_after`` is the delay in seconds the provider asked for, if it did.
+    ``attempted`` is False when nothing left for the provider (the channel's own rate
+    limiter had no turn for the message yet): such a deferral does not use up one of
+    ``MAX_ATTEMPTS``.
     """
 
     status = "deferred"
 
     def __init__(
-        self, reason: str, *, retry_after: float | None = None, details: dict | None = None
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        details: dict | None = None,
+        attempted: bool = True,
     ):
         super().__init__(reason, details=details)
         self.retry_after = retry_after
+        self.attempted = attempted

@@ -202,6 +202,8 @@ def _record(delivery: Delivery, result: SendResult) -> str:
             details={**result.details, "attempt": delivery.attempts},
         )
         return st.SENT
+    if result.status == st.DEFERRED and not result.attempted:
+        return _wait_for_turn(delivery, result, once)
     if result.status == st.DEFERRED:
         if delivery.attempts >= get_setting("MAX_ATTEMPTS"):
             reason = ngettext(
@@ -238,6 +240,34 @@ def _record(delivery: Delivery, result: SendResult) -> str:
         details=result.details,
     )
     return result.status
+
+
+def _wait_for_turn(delivery: Delivery, result: SendResult, once: str) -> str:
+    """Defer a delivery that the channel's rate limiter had no turn for yet, and give
+    back the attempt its claim counted: nothing was sent, and waiting in line (a burst,
+    a provider's pause) must not use up ``MAX_ATTEMPTS`` and fail a message never tried.
+
+    Given back once per claim: the ``UPDATE`` matches only the count the claim left, so
+    a second recording of the same result (after a lost commit) changes nothing.
+    """
+    Delivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(
+        attempts=F("attempts") - 1
+    )
+    delay = retry_delay(delivery.attempts, result.retry_after)
+    record_event(
+        delivery,
+        st.DEFERRED,
+        source=EventSource.CHANNEL,
+        provider_event_id=once,
+        error=result.error,
+        details={
+            "attempt": delivery.attempts - 1,
+            "retry_in_seconds": round(delay, 1),
+            "waiting_for_turn": True,
+        },
+    )
+    _schedule_retry(delivery, delay)
+    return st.DEFERRED
 
 
 def _storable_message_id(delivery: Delivery, message_id: str) -> str:

@@ -10,10 +10,13 @@ from collections import deque
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
 from notify_tracking.channels.ratelimit import Rate, RateLimiter, Scope
 from notify_tracking.channels.telegram import TelegramChannel
 from notify_tracking.exceptions import TransientChannelError
+from notify_tracking.models import Delivery
+from notify_tracking.sending import send_deliveries
 from tests.channel_fixtures import (
     TELEGRAM_TOKEN,
     _fresh_rate_limits,  # noqa: F401  (autouse fixture)
@@ -316,6 +319,43 @@ def test_a_turn_beyond_max_wait_defers_the_delivery(
     assert second.error.startswith("rate limit: waiting for a free sending slot in ")
     assert 59 <= second.events.get(kind="deferred").details["retry_in_seconds"] <= 60
     assert len(httpserver.log) == 1
+
+
+def test_waiting_for_a_turn_never_uses_up_the_attempts(
+    httpserver, task, django_capture_on_commit_callbacks, settings
+):
+    """A message that waits in line is deferred again and again, but never tried: it
+    stays deferred, with no attempt counted, long past MAX_ATTEMPTS retries."""
+    httpserver.expect_request(PATH, method="POST").respond_with_json(
+        {"ok": True, "result": {"message_id": 1}}
+    )
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "MAX_ATTEMPTS": 2}
+    slow_chat = options(httpserver, RATE_LIMIT_PER_RECIPIENT="1/m", RATE_LIMIT_MAX_WAIT=0.5)
+    with channels(telegram=(BACKEND, slow_chat)):
+        send(django_capture_on_commit_callbacks, task, ["1001"], channel="telegram")
+        [waiting] = send(django_capture_on_commit_callbacks, task, ["1001"], channel="telegram")
+        for _ in range(4):  # each retry made due at once: its turn is still a minute away
+            Delivery.objects.filter(pk=waiting.pk).update(next_attempt_at=timezone.now())
+            assert send_deliveries([waiting.pk]) == {"deferred": 1}
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.attempts) == ("deferred", 0)
+    deferrals = list(waiting.events.filter(kind="deferred").order_by("pk"))
+    assert len(deferrals) == 5
+    assert all(e.details["waiting_for_turn"] and e.details["attempt"] == 0 for e in deferrals)
+    assert len(httpserver.log) == 1  # only the first message went out
+
+
+def test_a_429_from_the_provider_is_an_attempt(
+    httpserver, task, django_capture_on_commit_callbacks
+):
+    """What the provider refused was tried: its deferral counts towards MAX_ATTEMPTS."""
+    httpserver.expect_request(PATH, method="POST").respond_with_response(
+        telegram_answer(retry_after=30)
+    )
+    with channels(telegram=(BACKEND, options(httpserver))):
+        [refused] = send(django_capture_on_commit_callbacks, task, ["1001"], channel="telegram")
+    assert (refused.status, refused.attempts) == ("deferred", 1)
+    assert "waiting_for_turn" not in refused.events.get(kind="deferred").details
 
 
 def test_groups_have_their_own_slower_limit():

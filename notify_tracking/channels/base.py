@@ -37,6 +37,8 @@ class SendResult:
     error: str = ""
     retry_after: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: False for a deferral before anything left for the provider (a wait for a turn).
+    attempted: bool = True
 
 
 class Channel:
@@ -151,6 +153,7 @@ class Channel:
                 error=error.reason,
                 retry_after=getattr(error, "retry_after", None),
                 details=error.details,
+                attempted=getattr(error, "attempted", True),
             )
         )
 

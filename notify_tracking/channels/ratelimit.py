@@ -190,6 +190,7 @@ class RateLimiter:
         raise TransientChannelError(
             _("rate limit: the sending line is too long; trying again later"),
             retry_after=(at - now) / US,
+            attempted=False,
         )
 
     def pause(self, scope: Scope, seconds: float) -> None:
@@ -302,9 +303,11 @@ def _rate(scope: Scope) -> Rate:
 
 
 def _wait(seconds: float, *, retry_after: float) -> TransientChannelError:
+    """A wait for a turn: nothing was sent, so it is not an attempt (``attempted``)."""
     return TransientChannelError(
         _("rate limit: waiting for a free sending slot in %(seconds).0f s") % {"seconds": seconds},
         retry_after=retry_after,
+        attempted=False,
     )
 
 
