@@ -21,6 +21,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, connection
@@ -203,7 +204,8 @@ def _record(delivery: Delivery, result: SendResult) -> str:
         )
         return st.SENT
     if result.status == st.DEFERRED and not result.attempted:
-        return _wait_for_turn(delivery, result, once)
+        _give_back_attempt(delivery)
+        return _defer(delivery, result, once, delivery.attempts - 1, waiting_for_turn=True)
     if result.status == st.DEFERRED:
         if delivery.attempts >= get_setting("MAX_ATTEMPTS"):
             reason = ngettext(
@@ -219,17 +221,7 @@ def _record(delivery: Delivery, result: SendResult) -> str:
                 error=reason,
             )
             return st.FAILED
-        delay = retry_delay(delivery.attempts, result.retry_after)
-        record_event(
-            delivery,
-            st.DEFERRED,
-            source=EventSource.CHANNEL,
-            provider_event_id=once,
-            error=result.error,
-            details={"attempt": delivery.attempts, "retry_in_seconds": round(delay, 1)},
-        )
-        _schedule_retry(delivery, delay)
-        return st.DEFERRED
+        return _defer(delivery, result, once, delivery.attempts)
     record_event(
         delivery,
         result.status,
@@ -242,17 +234,8 @@ def _record(delivery: Delivery, result: SendResult) -> str:
     return result.status
 
 
-def _wait_for_turn(delivery: Delivery, result: SendResult, once: str) -> str:
-    """Defer a delivery that the channel's rate limiter had no turn for yet, and give
-    back the attempt its claim counted: nothing was sent, and waiting in line (a burst,
-    a provider's pause) must not use up ``MAX_ATTEMPTS`` and fail a message never tried.
-
-    Given back once per claim: the ``UPDATE`` matches only the count the claim left, so
-    a second recording of the same result (after a lost commit) changes nothing.
-    """
-    Delivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(
-        attempts=F("attempts") - 1
-    )
+def _defer(delivery: Delivery, result: SendResult, once: str, attempt: int, **details: Any) -> str:
+    """Record the deferral of ``delivery`` after try number ``attempt``; schedule its retry."""
     delay = retry_delay(delivery.attempts, result.retry_after)
     record_event(
         delivery,
@@ -260,14 +243,23 @@ def _wait_for_turn(delivery: Delivery, result: SendResult, once: str) -> str:
         source=EventSource.CHANNEL,
         provider_event_id=once,
         error=result.error,
-        details={
-            "attempt": delivery.attempts - 1,
-            "retry_in_seconds": round(delay, 1),
-            "waiting_for_turn": True,
-        },
+        details={"attempt": attempt, "retry_in_seconds": round(delay, 1), **details},
     )
     _schedule_retry(delivery, delay)
     return st.DEFERRED
+
+
+def _give_back_attempt(delivery: Delivery) -> None:
+    """Undo the attempt the claim counted, for a send the channel's rate limiter had no
+    turn for yet: nothing was sent, and waiting in line (a burst, a provider's pause)
+    must not use up ``MAX_ATTEMPTS`` and fail a message that was never tried.
+
+    Once per claim: the ``UPDATE`` matches only the count the claim left, so a second
+    recording of the same result (after a lost commit) changes nothing.
+    """
+    Delivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(
+        attempts=F("attempts") - 1
+    )
 
 
 def _storable_message_id(delivery: Delivery, message_id: str) -> str:
