@@ -194,11 +194,10 @@ def _record(delivery: Delivery, result: SendResult) -> str:
     once = f"send:{delivery.claim}"
     result.message_id = _storable_message_id(delivery, result.message_id)
     if result.status == st.SENT:
-        record_event(
+        _record_result(
             delivery,
             st.SENT,
-            source=EventSource.CHANNEL,
-            provider_event_id=once,
+            once,
             message_id=result.message_id,
             details={**result.details, "attempt": delivery.attempts},
         )
@@ -213,20 +212,13 @@ def _record(delivery: Delivery, result: SendResult) -> str:
                 "%(error)s (gave up after %(attempts)d attempts)",
                 delivery.attempts,
             ) % {"error": result.error, "attempts": delivery.attempts}
-            record_event(
-                delivery,
-                st.FAILED,
-                source=EventSource.CHANNEL,
-                provider_event_id=once,
-                error=reason,
-            )
+            _record_result(delivery, st.FAILED, once, error=reason)
             return st.FAILED
         return _defer(delivery, result, once, delivery.attempts)
-    record_event(
+    _record_result(
         delivery,
         result.status,
-        source=EventSource.CHANNEL,
-        provider_event_id=once,
+        once,
         error=result.error,
         message_id=result.message_id or None,
         details=result.details,
@@ -234,14 +226,22 @@ def _record(delivery: Delivery, result: SendResult) -> str:
     return result.status
 
 
+def _record_result(delivery: Delivery, kind: str, once: str, **fields: Any) -> None:
+    """Record the result of one claim of ``delivery`` as an event of ``kind``: stored
+    once, whatever number of times it is recorded (``once`` is the claim's event id)."""
+    record_event(delivery, kind, source=EventSource.CHANNEL, provider_event_id=once, **fields)
+
+
 def _defer(delivery: Delivery, result: SendResult, once: str, attempt: int, **details: Any) -> str:
-    """Record the deferral of ``delivery`` after try number ``attempt``; schedule its retry."""
+    """Record the deferral of ``delivery`` after try number ``attempt``; schedule its retry.
+
+    ``attempt`` is passed, not read from ``delivery``: a given-back attempt is undone in
+    the database only, so that recording the same result again cannot undo it twice."""
     delay = retry_delay(delivery.attempts, result.retry_after)
-    record_event(
+    _record_result(
         delivery,
         st.DEFERRED,
-        source=EventSource.CHANNEL,
-        provider_event_id=once,
+        once,
         error=result.error,
         details={"attempt": attempt, "retry_in_seconds": round(delay, 1), **details},
     )
