@@ -22,7 +22,6 @@ def _empty_cache():
 
     cache.clear()
     pending._quiet_until = 0.0
-    pending._flag_read_at = 0.0
 
 
 @pytest.fixture

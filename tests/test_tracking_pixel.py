@@ -179,20 +179,49 @@ class CountingCache(LocMemCache):
 COUNTING_CACHE = {"default": {"BACKEND": f"{__name__}.CountingCache", "LOCATION": "counting"}}
 
 
-def test_a_task_running_late_costs_one_read_of_the_flag_per_fold_delay(
+def test_a_task_running_late_makes_the_process_quiet_for_a_tenth_of_the_delay(
     client, delivery, monkeypatch
 ):
-    """Its flag stays, with a time already past: each load asks add() (refused) and
-    nothing more, but for one read of the flag's time per FOLD_DELAY."""
+    """Its flag stays, with a time already past: one load asks add() (refused) and reads
+    the flag's time; the loads of the next LATE_QUIET ask nothing; then one load asks
+    again."""
     run_eagerly(monkeypatch, False)
     with override_settings(CACHES=COUNTING_CACHE):
         cache.set(pending.NUDGE_KEY, time.time() - 5)  # the task was due 5 s ago
         CountingCache.calls.clear()
         url = pixel_path(tokens.sign_open(delivery.token))
+        before = time.monotonic()
         for _ in range(5):
             client.get(url, HTTP_USER_AGENT=BROWSER_UA)
-        assert CountingCache.calls == ["add", "get", "add", "add", "add", "add"]
-        assert pending.waiting() == 5  # still for the late task
+        assert CountingCache.calls == ["add", "get"]
+        assert before + pending.LATE_QUIET <= pending._quiet_until
+        assert pending._quiet_until <= time.monotonic() + pending.LATE_QUIET
+        time.sleep(max(0.0, pending._quiet_until - time.monotonic()) + 0.01)
+        client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+        assert CountingCache.calls == ["add", "get", "add", "get"]
+        assert pending.waiting() == 6  # still for the late task
+
+
+def test_the_late_task_started_the_next_load_after_the_quiet_enqueues_a_new_one(
+    client, delivery, monkeypatch
+):
+    """The late task started (it deleted its flag) while this process was quiet: the
+    first load after the quiet finds no flag and enqueues a task for what waits."""
+    enqueued = []
+    run_eagerly(monkeypatch, False)
+    monkeypatch.setattr(
+        apply_pending_opens, "apply_async", lambda **options: enqueued.append(options)
+    )
+    cache.set(pending.NUDGE_KEY, time.time() - 5)
+    url = pixel_path(tokens.sign_open(delivery.token))
+    client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+    cache.delete(pending.NUDGE_KEY)  # the late task starts
+    client.get(url, HTTP_USER_AGENT=BROWSER_UA)  # quiet: no nudge
+    assert enqueued == []
+    time.sleep(max(0.0, pending._quiet_until - time.monotonic()) + 0.01)
+    client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+    assert [options["countdown"] for options in enqueued] == [pending.FOLD_DELAY]
+    assert pending.waiting() == 3
 
 
 def test_a_process_that_enqueued_the_task_is_quiet_until_it_is_due(client, delivery, monkeypatch):

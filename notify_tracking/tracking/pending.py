@@ -98,12 +98,13 @@ def _insert_statement(alias: str, rows: int) -> str:
 
 
 #: Until when (``time.monotonic()``: a clock set back cannot stretch it) this process
-#: knows a task is on its way that will apply any open inserted before then: its pixel
-#: loads skip the cache until that moment.
+#: asks the cache nothing: it knows a task is on its way that will apply any open
+#: inserted before then.
 _quiet_until = 0.0
-#: When (``time.monotonic()``) this process last read the flag's time: at most once per
-#: ``FOLD_DELAY``, so that a task running late does not double the cache's requests.
-_flag_read_at = 0.0
+#: How long a process skips the cache after finding the task late (its flag's time
+#: has passed, as when the workers are busy or stopped): the task may start any
+#: moment, and an open inserted after it starts needs a nudge of its own.
+LATE_QUIET = FOLD_DELAY / 10
 
 
 def nudge() -> None:
@@ -113,39 +114,40 @@ def nudge() -> None:
     enqueued with that countdown), and every open inserted before then is applied by
     it. A process that learns that time asks the cache nothing more until then: a busy
     site costs the cache (a round trip to Redis or memcached) about two requests per
-    process and ``FOLD_DELAY``, not one per open. The quiet is never longer than ``FOLD_DELAY``
-    from now, whatever another host's clock says, and the flag's time is read at most
-    once per ``FOLD_DELAY`` (a task running late leaves the flag in place with a time
-    already past: then each load asks ``add`` alone, as without the quiet). The web
-    and worker hosts' clocks are assumed to agree to a fraction of a second (NTP): an
-    open that falls in a disagreement waits for the next nudge or the periodic run.
-    With ``CELERY_TASK_ALWAYS_EAGER`` the task runs in the nudge, no task is due later,
-    and no process is ever quiet.
+    process and ``FOLD_DELAY``, not one per open. The quiet is never longer than
+    ``FOLD_DELAY`` from now, whatever another host's clock says. A task running late
+    leaves the flag in place with a time already past: the process is then quiet for
+    ``LATE_QUIET`` (at most two cache requests per process and ``LATE_QUIET``); an open
+    inserted in that window after the late task started waits for the next load's
+    nudge, or for the periodic run if no load follows. The web and worker hosts' clocks
+    are assumed to agree to a fraction of a second (NTP): an open that falls in a
+    disagreement waits for the next nudge or the periodic run. With
+    ``CELERY_TASK_ALWAYS_EAGER`` the task runs in the nudge, no task is due later, and
+    no process is ever quiet.
 
     Never raises: the open is already stored, and the periodic run applies it if the
     broker or the cache cannot be reached now.
     """
-    global _quiet_until, _flag_read_at
+    global _quiet_until
     clock = time.monotonic()
     if clock < _quiet_until:
         return
     from ..tasks import apply_pending_opens as task
 
     try:
-        eager = task.app.conf.task_always_eager  # the task runs here, and clears the flag
         now = time.time()
         starts = now + FOLD_DELAY
         if not cache.add(NUDGE_KEY, starts, timeout=FOLD_DELAY * 10):
-            if not eager and clock - _flag_read_at >= FOLD_DELAY:
-                _flag_read_at = clock
+            # Eager: the flag is another thread's task running now, not one due later.
+            if not task.app.conf.task_always_eager:
                 known = cache.get(NUDGE_KEY)
                 if isinstance(known, float):  # None: the task has started meanwhile
-                    _quiet_until = clock + min(known, starts) - now
+                    _quiet_until = clock + max(min(known, starts) - now, LATE_QUIET)
             return
         queue = get_setting("QUEUE")
         options: dict[str, Any] = {"queue": queue} if queue else {}
         task.apply_async(countdown=FOLD_DELAY, **options)
-        if not eager:
+        if not task.app.conf.task_always_eager:  # eager: it ran, and cleared the flag
             _quiet_until = clock + FOLD_DELAY
     except Exception:
         logger.warning(
