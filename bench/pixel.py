@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def run() -> dict[str, Any]:
                     rounds[side].append(_round(port, paths, workers, cpu[side]))
             bare, alone = _combined(rounds["bare"]), _combined(rounds["alone"])
             naive = _combined(rounds["naive"])
-            naive_counted = _naive_opens(naive_ids) - naive_before
+            naive_counted = _naive_opens(naive_ids) - naive_before  # rounds run again too
             cpu_per_request = {
                 side: _per_request(cpu[side], _combined(rounds[side])["requests"]) for side in cpu
             }
@@ -110,7 +111,9 @@ def run() -> dict[str, Any]:
                 with profiling.sampling("pixel", workers), services.cpu_usage(cpu_pixel):
                     for _ in range(ROUNDS):
                         rounds["bare_2"].append(_round(port, bare_file, workers))
-                        rounds["with_worker"].append(_round(port, pixel_file, workers))
+                        rounds["with_worker"].append(
+                            _round(port, pixel_file, workers, before_retry=_drain)
+                        )
                         ended = time.monotonic()
                         drains.append(round(_drain() - ended, 1))
             pixel, bare_2 = _combined(rounds["with_worker"]), _combined(rounds["bare_2"])
@@ -135,13 +138,15 @@ def run() -> dict[str, Any]:
         "naive_p99_ms": naive["p99_ms"],
         "naive_ratio": ratio(naive["rps"], bare["rps"]),
         "naive_counted": naive_counted,
-        "naive_requests": naive["requests"],
+        "naive_requests": naive["requests_sent"],
         "cpu_us_per_request": cpu_per_request,
         "apply_rate": round(waiting / applied_in, 1) if applied_in > 0 else None,
         "applied_after_alone": waiting,
         "pixel_p99_ms": pixel["p99_ms"],
         "bare_p99_ms": bare_2["p99_ms"],
-        "pixel_requests": pixel["requests"],
+        # wrk's responses in all the pixel's rounds with the worker, run again or not:
+        # every one of them is an open to be recorded.
+        "pixel_requests": pixel["requests_sent"],
         "opens_recorded": recorded,
         "drain_seconds": max(drains),
         "drain_seconds_per_round": drains,
@@ -162,11 +167,11 @@ def run() -> dict[str, Any]:
             "alone_ratio": figures["alone_ratio"],
             "naive_rps": naive["rps"],
             "naive_ratio": figures["naive_ratio"],
-            "naive_counted": f"{naive_counted} of {naive['requests']}",
+            "naive_counted": f"{naive_counted} of {naive['requests_sent']}",
             "cpu_us_per_request": cpu_per_request,
             "apply_rate_per_s": figures["apply_rate"],
             "p99_ms": f"{pixel['p99_ms']} vs {bare_2['p99_ms']}",
-            "requests": pixel["requests"],
+            "requests": pixel["requests_sent"],
             "opens_recorded": recorded,
             "applied_within_s_after_load": figures["drain_seconds"],
         },
@@ -175,25 +180,35 @@ def run() -> dict[str, Any]:
 
 
 def _round(
-    port: int, paths: Path, workers: list[int], cpu: dict[str, float] | None = None
+    port: int,
+    paths: Path,
+    workers: list[int],
+    cpu: dict[str, float] | None = None,
+    before_retry: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
     """One round of ``DURATION // ROUNDS`` seconds (its CPU seconds added to ``cpu``).
 
     A round in which a worker held none of wrk's connections (the kernel hashed them
     all to the other worker's socket) measured one worker, not the bench's two: it is
-    run again, at most ``RETRIES`` times, and the rounds run again are reported.
+    run again, after ``before_retry()``, at most ``RETRIES`` times. Only the last
+    attempt's figures and CPU count; ``requests_sent`` counts the responses of every
+    attempt (each pixel request is an open to be recorded), ``runs`` the attempts.
     """
+    sent = 0
     for attempt in range(RETRIES + 1):
+        if attempt and before_retry is not None:
+            before_retry()
         spent: dict[str, float] = {}
         with services.cpu_seconds(spent):
             result = _wrk(port, paths, DURATION // ROUNDS, workers)
+        sent += result["requests"]
         spread = result["connections_per_worker"]
-        if min(spread) > 0 or sum(spread) == 0 or attempt == RETRIES:  # 0: not counted
+        if spread is None or min(spread) > 0:
             break
     for group, seconds in spent.items():
         if cpu is not None:
             cpu[group] = cpu.get(group, 0.0) + seconds
-    return {**result, "runs": attempt + 1}
+    return {**result, "runs": attempt + 1, "requests_sent": sent}
 
 
 def _per_request(seconds: dict[str, float], requests: int) -> dict[str, float]:
@@ -215,7 +230,8 @@ def _combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(run["errors"] for run in runs),
         "rounds": [run["rps"] for run in runs],
         "connections_per_worker": [run["connections_per_worker"] for run in runs],
-        "rounds_run_again": sum(run.get("runs", 1) - 1 for run in runs),
+        "rounds_run_again": sum(run["runs"] - 1 for run in runs),
+        "requests_sent": sum(run["requests_sent"] for run in runs),
     }
 
 
@@ -265,8 +281,14 @@ def _wrk(port: int, paths: Path, seconds: int, workers: list[int] | None = None)
         spread = None
         if workers:
             time.sleep(seconds / 2)
-            spread = sorted(services.connections_per_worker(port, workers))
-        out, err = wrk.communicate(timeout=seconds + 60)
+            counted = services.connections_per_worker(port, workers)
+            spread = sorted(counted) if sum(counted) else None  # None: could not count
+        try:
+            out, err = wrk.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            wrk.kill()
+            wrk.communicate()
+            raise
     if wrk.returncode:
         raise subprocess.CalledProcessError(wrk.returncode, command, out, err)
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))

@@ -264,9 +264,9 @@ def gunicorn(workers: int = 2, threads: int = 4) -> Iterator[tuple[int, list[int
         "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
         "--log-level", "warning", "--keep-alive", "30",
         # Each worker listens on a socket of its own and the kernel spreads connections
-        # over them. On one shared socket, whichever worker woke first accepted all of
-        # wrk's connections in about one round of three: one process then served them
-        # all, on one core (its GIL), and the bare view ran at 40 % of its speed.
+        # over them. On one shared socket, whichever worker woke first could accept all
+        # of wrk's connections (8 of 44 bare rounds of earlier runs): one process then
+        # served them all, on one core (its GIL), at a third to a half of the speed.
         "--reuse-port",
     ]  # fmt: skip
     with process("gunicorn", args) as proc:
@@ -277,7 +277,8 @@ def gunicorn(workers: int = 2, threads: int = 4) -> Iterator[tuple[int, list[int
 
 def connections_per_worker(port: int, workers: list[int]) -> list[int]:
     """How many established connections to ``port`` each of ``workers`` holds (from
-    /proc: the sockets in /proc/net/tcp, the descriptors of each process)."""
+    /proc: the sockets in /proc/net/tcp, the descriptors of each process). IPv4 only,
+    as the bench binds 127.0.0.1; all zeros when /proc cannot be read."""
     inodes = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:

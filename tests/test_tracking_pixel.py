@@ -156,7 +156,8 @@ def test_eager_a_refused_add_makes_no_process_quiet(client, delivery):
     assert pending._quiet_until == 0.0
 
 
-def test_a_flag_without_a_time_leaves_the_next_load_asking_the_cache(client, delivery):
+def test_a_flag_without_a_time_leaves_the_next_load_asking_the_cache(client, delivery, monkeypatch):
+    run_eagerly(monkeypatch, False)  # eager never reads the flag's time
     cache.set(pending.NUDGE_KEY, 1)  # as an older version wrote it
     client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
     assert pending._quiet_until < time.monotonic()
@@ -179,8 +180,41 @@ class CountingCache(LocMemCache):
 COUNTING_CACHE = {"default": {"BACKEND": f"{__name__}.CountingCache", "LOCATION": "counting"}}
 
 
-def test_a_task_running_late_makes_the_process_quiet_for_a_tenth_of_the_delay(
-    client, delivery, monkeypatch
+class FakeMonotonic:
+    """``time`` for pending.py: the real wall clock, a monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.time = time.time
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeMonotonic:
+    fake = FakeMonotonic()
+    monkeypatch.setattr(pending, "time", fake)
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("due_in", "quiet"),
+    [
+        (0.4, 0.4),  # due later: until then
+        (3600, pending.FOLD_DELAY),  # another host's clock far ahead: FOLD_DELAY at most
+        (-0.005, 0.005),  # a countdown task starting a few ms late: as long as it is late
+        (-0.0001, pending.LATE_QUIET_MIN),
+        (0.0, pending.LATE_QUIET_MIN),
+        (-5, pending.LATE_QUIET),  # late by seconds: workers busy or stopped
+    ],
+)
+def test_how_long_a_process_skips_the_cache(due_in, quiet):
+    assert pending._quiet_for(due_in) == pytest.approx(quiet)
+
+
+def test_a_task_running_late_quiets_the_process_for_a_tenth_of_the_delay(
+    client, delivery, monkeypatch, clock
 ):
     """Its flag stays, with a time already past: one load asks add() (refused) and reads
     the flag's time; the loads of the next LATE_QUIET ask nothing; then one load asks
@@ -190,20 +224,19 @@ def test_a_task_running_late_makes_the_process_quiet_for_a_tenth_of_the_delay(
         cache.set(pending.NUDGE_KEY, time.time() - 5)  # the task was due 5 s ago
         CountingCache.calls.clear()
         url = pixel_path(tokens.sign_open(delivery.token))
-        before = time.monotonic()
+        first = clock.now
         for _ in range(5):
             client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+            clock.now += pending.LATE_QUIET / 10
         assert CountingCache.calls == ["add", "get"]
-        assert before + pending.LATE_QUIET <= pending._quiet_until
-        assert pending._quiet_until <= time.monotonic() + pending.LATE_QUIET
-        time.sleep(max(0.0, pending._quiet_until - time.monotonic()) + 0.01)
+        clock.now = first + pending.LATE_QUIET
         client.get(url, HTTP_USER_AGENT=BROWSER_UA)
         assert CountingCache.calls == ["add", "get", "add", "get"]
         assert pending.waiting() == 6  # still for the late task
 
 
 def test_the_late_task_started_the_next_load_after_the_quiet_enqueues_a_new_one(
-    client, delivery, monkeypatch
+    client, delivery, monkeypatch, clock
 ):
     """The late task started (it deleted its flag) while this process was quiet: the
     first load after the quiet finds no flag and enqueues a task for what waits."""
@@ -214,14 +247,34 @@ def test_the_late_task_started_the_next_load_after_the_quiet_enqueues_a_new_one(
     )
     cache.set(pending.NUDGE_KEY, time.time() - 5)
     url = pixel_path(tokens.sign_open(delivery.token))
+    first = clock.now
     client.get(url, HTTP_USER_AGENT=BROWSER_UA)
     cache.delete(pending.NUDGE_KEY)  # the late task starts
+    clock.now += pending.LATE_QUIET / 2
     client.get(url, HTTP_USER_AGENT=BROWSER_UA)  # quiet: no nudge
     assert enqueued == []
-    time.sleep(max(0.0, pending._quiet_until - time.monotonic()) + 0.01)
+    clock.now = first + pending.LATE_QUIET
     client.get(url, HTTP_USER_AGENT=BROWSER_UA)
     assert [options["countdown"] for options in enqueued] == [pending.FOLD_DELAY]
     assert pending.waiting() == 3
+
+
+def test_a_task_just_due_quiets_the_process_only_as_long_as_it_is_late(
+    client, delivery, monkeypatch, clock
+):
+    """A countdown task starts a little after its time: a process that finds it due a
+    few milliseconds ago asks again a few milliseconds later, not LATE_QUIET later."""
+    run_eagerly(monkeypatch, False)
+    with override_settings(CACHES=COUNTING_CACHE):
+        cache.set(pending.NUDGE_KEY, time.time() - 0.005)
+        CountingCache.calls.clear()
+        url = pixel_path(tokens.sign_open(delivery.token))
+        client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+        assert CountingCache.calls == ["add", "get"]
+        assert clock.now + 0.005 <= pending._quiet_until < clock.now + pending.LATE_QUIET / 2
+        clock.now = pending._quiet_until
+        client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+        assert CountingCache.calls == ["add", "get", "add", "get"]
 
 
 def test_a_process_that_enqueued_the_task_is_quiet_until_it_is_due(client, delivery, monkeypatch):

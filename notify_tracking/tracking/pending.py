@@ -101,10 +101,12 @@ def _insert_statement(alias: str, rows: int) -> str:
 #: asks the cache nothing: it knows a task is on its way that will apply any open
 #: inserted before then.
 _quiet_until = 0.0
-#: How long a process skips the cache after finding the task late (its flag's time
-#: has passed, as when the workers are busy or stopped): the task may start any
-#: moment, and an open inserted after it starts needs a nudge of its own.
+#: The longest a process skips the cache after finding the task late (its flag's time
+#: has passed): the task may start any moment, and an open inserted after it starts
+#: needs a nudge of its own.
 LATE_QUIET = FOLD_DELAY / 10
+#: The shortest such quiet: at most one cache request per millisecond and process.
+LATE_QUIET_MIN = 0.001
 
 
 def nudge() -> None:
@@ -112,18 +114,13 @@ def nudge() -> None:
 
     The flag holds the time (``time.time()``) before which its task cannot start (it is
     enqueued with that countdown), and every open inserted before then is applied by
-    it. A process that learns that time asks the cache nothing more until then: a busy
-    site costs the cache (a round trip to Redis or memcached) about two requests per
-    process and ``FOLD_DELAY``, not one per open. The quiet is never longer than
-    ``FOLD_DELAY`` from now, whatever another host's clock says. A task running late
-    leaves the flag in place with a time already past: the process is then quiet for
-    ``LATE_QUIET`` (at most two cache requests per process and ``LATE_QUIET``); an open
-    inserted in that window after the late task started waits for the next load's
-    nudge, or for the periodic run if no load follows. The web and worker hosts' clocks
-    are assumed to agree to a fraction of a second (NTP): an open that falls in a
-    disagreement waits for the next nudge or the periodic run. With
-    ``CELERY_TASK_ALWAYS_EAGER`` the task runs in the nudge, no task is due later, and
-    no process is ever quiet.
+    it. A process that learns that time asks the cache nothing more until then (see
+    :func:`_quiet_for`): a busy site costs the cache (a round trip to Redis or
+    memcached) a few requests per process and ``FOLD_DELAY``, not one per open. The web
+    and worker hosts' clocks are assumed to agree to a fraction of a second (NTP): an
+    open that falls in a disagreement waits for the next nudge or the periodic run.
+    With ``CELERY_TASK_ALWAYS_EAGER`` the task runs in the nudge, no task is due later,
+    and no process is ever quiet.
 
     Never raises: the open is already stored, and the periodic run applies it if the
     broker or the cache cannot be reached now.
@@ -135,26 +132,43 @@ def nudge() -> None:
     from ..tasks import apply_pending_opens as task
 
     try:
-        now = time.time()
-        starts = now + FOLD_DELAY
-        if not cache.add(NUDGE_KEY, starts, timeout=FOLD_DELAY * 10):
+        if not cache.add(NUDGE_KEY, time.time() + FOLD_DELAY, timeout=FOLD_DELAY * 10):
             # Eager: the flag is another thread's task running now, not one due later.
             if not task.app.conf.task_always_eager:
                 known = cache.get(NUDGE_KEY)
                 if isinstance(known, float):  # None: the task has started meanwhile
-                    _quiet_until = clock + max(min(known, starts) - now, LATE_QUIET)
+                    _quiet_until = time.monotonic() + _quiet_for(known - time.time())
             return
         queue = get_setting("QUEUE")
         options: dict[str, Any] = {"queue": queue} if queue else {}
         task.apply_async(countdown=FOLD_DELAY, **options)
         if not task.app.conf.task_always_eager:  # eager: it ran, and cleared the flag
-            _quiet_until = clock + FOLD_DELAY
+            _quiet_until = clock + FOLD_DELAY  # the flag's time, on this process's clock
     except Exception:
         logger.warning(
             "notify_tracking: could not enqueue the task that applies opens; the periodic "
             "run will apply them",
             exc_info=True,
         )
+
+
+def _quiet_for(due_in: float) -> float:
+    """How long a process may skip the cache, the known task being due in ``due_in``
+    seconds (negative: it is late).
+
+    - Due later: until then, and never longer than ``FOLD_DELAY``, whatever another
+      host's clock wrote in the flag.
+    - Late: as long as it has been late, between ``LATE_QUIET_MIN`` and ``LATE_QUIET``.
+      A countdown task starts a few milliseconds after its time, and then an open is
+      left without a nudge for those few milliseconds at most; a task late by seconds
+      (busy or stopped workers) costs the cache about two requests per process and
+      ``LATE_QUIET``, not one per open. An open inserted in such a quiet, after the
+      late task started, waits for the next load's nudge, or for the periodic run if
+      no load follows.
+    """
+    if due_in > 0:
+        return min(due_in, FOLD_DELAY)
+    return min(LATE_QUIET, max(-due_in, LATE_QUIET_MIN))
 
 
 def apply_pending_opens(limit: int = 100_000) -> int:
