@@ -26,6 +26,7 @@ The pixel is loaded twice:
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -205,6 +206,7 @@ def _round(
         spread = result["connections_per_worker"]
         if spread is None or min(spread) > 0:
             break
+    spent["wrk"] = spent.get("wrk", 0.0) + result["cpu_seconds"]
     for group, seconds in spent.items():
         if cpu is not None:
             cpu[group] = cpu.get(group, 0.0) + seconds
@@ -270,13 +272,15 @@ def _naive_opens(delivery_ids: list[int]) -> int:
 
 def _wrk(port: int, paths: Path, seconds: int, workers: list[int] | None = None) -> dict[str, Any]:
     """One wrk run; with ``workers``, also how its connections were spread over them
-    (counted half-way through the run)."""
+    (counted half-way through the run). ``cpu_seconds`` is wrk's own CPU time: it ends
+    before ``services.cpu_seconds`` looks again, so only its parent's rusage sees it."""
     command = [
         services.ensure_wrk(), "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
         "-s", str(LUA), f"http://127.0.0.1:{port}",
     ]  # fmt: skip
     env = {**services.bench_env(), "PATHS": str(paths)}
     pipe = subprocess.PIPE
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with subprocess.Popen(command, env=env, stdout=pipe, stderr=pipe, text=True) as wrk:
         spread = None
         if workers:
@@ -291,6 +295,10 @@ def _wrk(port: int, paths: Path, seconds: int, workers: list[int] | None = None)
             raise
     if wrk.returncode:
         raise subprocess.CalledProcessError(wrk.returncode, command, out, err)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_seconds = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
     raw = json.loads(line.removeprefix("WRK_JSON "))
     errors = sum(raw[key] for key in raw if key.endswith("_errors") or key == "timeouts")
@@ -303,4 +311,5 @@ def _wrk(port: int, paths: Path, seconds: int, workers: list[int] | None = None)
         "max_ms": round(raw["max_us"] / 1000, 2),
         "errors": errors,
         "connections_per_worker": spread,
+        "cpu_seconds": cpu_seconds,
     }
