@@ -207,8 +207,8 @@ def _round(
         if spread is None or min(spread) > 0:
             break
     spent["wrk"] = spent.get("wrk", 0.0) + result["cpu_seconds"]
-    for group, seconds in spent.items():
-        if cpu is not None:
+    if cpu is not None:
+        for group, seconds in spent.items():
             cpu[group] = cpu.get(group, 0.0) + seconds
     return {**result, "runs": attempt + 1, "requests_sent": sent}
 
