@@ -112,6 +112,8 @@ ANYMAIL = {"WEBHOOK_SECRET": "hook:secret"}
 BROKER_URL = os.environ.get("NOTIFY_TRACKING_TEST_BROKER_URL")
 CELERY_BROKER_URL = BROKER_URL or "filesystem://"
 if not BROKER_URL:
+    # kombu's filesystem transport, writing each message whole (see that module).
+    CELERY_BROKER_TRANSPORT = "example_project.filesystem_broker:Transport"
     _queue = SHARED_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue),

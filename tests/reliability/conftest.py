@@ -166,13 +166,13 @@ def own_redis(tmp_path) -> Iterator[RedisServer]:
 @contextlib.contextmanager
 def _pointed_at(url: str) -> Iterator[None]:
     conf = celery_app.conf
-    before = (conf.broker_url, conf.broker_transport_options)
-    conf.broker_url, conf.broker_transport_options = url, {}
+    before = (conf.broker_url, conf.broker_transport, conf.broker_transport_options)
+    conf.broker_url, conf.broker_transport, conf.broker_transport_options = url, None, {}
     celery_app._after_fork()  # drop the pooled connections to the previous broker
     try:
         yield
     finally:
-        conf.broker_url, conf.broker_transport_options = before
+        conf.broker_url, conf.broker_transport, conf.broker_transport_options = before
         celery_app._after_fork()
 
 
