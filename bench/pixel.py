@@ -96,9 +96,6 @@ def run() -> dict[str, Any]:
             bare, alone = _combined(rounds["bare"]), _combined(rounds["alone"])
             naive = _combined(rounds["naive"])
             naive_counted = _naive_opens(naive_ids) - naive_before  # rounds run again too
-            cpu_per_request = {
-                side: _per_request(cpu[side], _combined(rounds[side])["requests"]) for side in cpu
-            }
             with services.celery_worker("pixel-apply", concurrency=1):
                 started = time.monotonic()
                 waiting = _waiting()
@@ -107,17 +104,25 @@ def run() -> dict[str, Any]:
             # rounds alternating with the bare view again; the opens left after a
             # round are applied before the next bare round (its time is reported).
             rounds["with_worker"], rounds["bare_2"], drains = [], [], []
+            cpu["with_worker"], cpu["bare_2"] = {}, {}
             with services.celery_worker("pixel", concurrency=1):
                 before = _opens(ids)
                 with profiling.sampling("pixel", workers), services.cpu_usage(cpu_pixel):
                     for _ in range(ROUNDS):
-                        rounds["bare_2"].append(_round(port, bare_file, workers))
+                        rounds["bare_2"].append(_round(port, bare_file, workers, cpu["bare_2"]))
                         rounds["with_worker"].append(
-                            _round(port, pixel_file, workers, before_retry=_drain)
+                            _round(
+                                port, pixel_file, workers, cpu["with_worker"], before_retry=_drain
+                            )
                         )
                         ended = time.monotonic()
                         drains.append(round(_drain() - ended, 1))
             pixel, bare_2 = _combined(rounds["with_worker"]), _combined(rounds["bare_2"])
+        # The worker's CPU in a round with it is the opens it applied then, not all of
+        # that round's: what is left at the round's end is applied in the drain after it.
+        cpu_per_request = {
+            side: _per_request(cpu[side], _combined(rounds[side])["requests"]) for side in cpu
+        }
         after = _opens(ids)
 
     recorded = after - before

@@ -73,6 +73,17 @@ EMAIL_BACKEND = "bench.backends.BenchEmailBackend"
 DEFAULT_FROM_EMAIL = "tracker@example.com"
 ANYMAIL = {"WEBHOOK_SECRET": "bench:bench"}
 
+# A shared cache, as docs/deployment.md asks: the pixel's nudge flag (and the channels'
+# rate limits) must be seen by every process. With the per-process default, each web
+# process would enqueue the task that applies opens once per 10 s, not once a second.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cache",
+    }
+}
+
 CELERY_BROKER_URL = REDIS_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -313,6 +313,47 @@ def test_loads_waiting_for_many_deliveries_are_applied_together(
     assert DeliveryEvent.objects.filter(kind="opened").count() == 60
 
 
+def test_opens_inserted_while_the_task_runs_are_left_to_the_task_they_nudge(
+    client, delivery, monkeypatch
+):
+    """The task takes the opens waiting when it starts, in batches; it does not chase
+    the ones arriving meanwhile, a few at a time: their own nudge enqueues a task."""
+    enqueued = []
+    run_eagerly(monkeypatch, False)
+    monkeypatch.setattr(
+        apply_pending_opens, "apply_async", lambda **options: enqueued.append(options)
+    )
+    cache.set(pending.NUDGE_KEY, 1)  # a task on its way (with no time: no quiet)
+    url = pixel_path(tokens.sign_open(delivery.token))
+    for _ in range(5):
+        client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+    assert enqueued == []
+    monkeypatch.setattr(pending, "FOLD_BATCH", 2)
+    record_events = pending.record_events
+
+    def record_while_another_open_arrives(events):
+        client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+        return record_events(events)
+
+    monkeypatch.setattr(pending, "record_events", record_while_another_open_arrives)
+    assert pending.apply_pending_opens() == 5  # batches of 2, 2 and 1
+    assert pending.waiting() == 3
+    assert [options["countdown"] for options in enqueued] == [pending.FOLD_DELAY]
+    delivery.refresh_from_db()
+    assert delivery.open_count == 5
+
+    monkeypatch.setattr(pending, "record_events", record_events)
+    assert pending.apply_pending_opens() == 3  # the task those opens nudged
+    delivery.refresh_from_db()
+    assert delivery.open_count == 8
+    assert pending.waiting() == 0
+
+
+def test_a_task_finding_nothing_waiting_records_nothing(django_assert_num_queries):
+    with django_assert_num_queries(1):  # the highest waiting id, none
+        assert pending.apply_pending_opens() == 0
+
+
 def test_a_failure_while_applying_keeps_the_loads_for_the_next_run(client, delivery, monkeypatch):
     cache.set(pending.NUDGE_KEY, 1)
     client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)

@@ -172,7 +172,13 @@ def _quiet_for(due_in: float) -> float:
 
 
 def apply_pending_opens(limit: int = 100_000) -> int:
-    """Apply up to ``limit`` waiting opens, oldest first; return how many were taken.
+    """Apply up to ``limit`` of the opens waiting when it starts, oldest first; return
+    how many were taken.
+
+    Opens inserted while it runs are left to the task their own nudge enqueues (the
+    flag is cleared first): chasing them under a steady load would apply them a few
+    at a time, each batch paying a transaction and its statements, instead of one
+    ``FOLD_DELAY``'s worth at once.
 
     Safe to run in several workers at once: each transaction takes rows the others
     have not locked (``SKIP LOCKED`` where the database has it).
@@ -181,13 +187,16 @@ def apply_pending_opens(limit: int = 100_000) -> int:
         cache.delete(NUDGE_KEY)  # opens that arrive from now on nudge a new task
     except Exception:
         logger.warning("notify_tracking: could not clear the open nudge flag", exc_info=True)
+    last = PendingOpen.objects.aggregate(last=models.Max("pk"))["last"]
+    if last is None:
+        return 0
     taken = 0
     while taken < limit:
         with transaction.atomic():
             rows = list(
-                PendingOpen.objects.select_for_update(skip_locked=True).order_by("pk")[
-                    : min(FOLD_BATCH, limit - taken)
-                ]
+                PendingOpen.objects.select_for_update(skip_locked=True)
+                .filter(pk__lte=last)
+                .order_by("pk")[: min(FOLD_BATCH, limit - taken)]
             )
             if not rows:
                 break
