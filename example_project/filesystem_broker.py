@@ -12,8 +12,10 @@ either no message or all of it. kombu's reader skips the hidden file: it takes o
 names of the form ``<stamp>.<queue>.msg``.
 
 Settings name this class with ``CELERY_BROKER_TRANSPORT`` next to
-``CELERY_BROKER_URL = "filesystem://"``. A host project running a real broker needs
-none of this.
+``CELERY_BROKER_URL = "filesystem://"``, and only then: a transport named so overrides
+the scheme of any broker URL, a ``redis://`` one included. Message files are created
+readable by their owner only (``mkstemp``), so the web server and the worker must run
+as the same user. A host project running a real broker needs none of this.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ class Channel(filesystem.Channel):
             with os.fdopen(descriptor, "w", encoding="utf-8") as file:
                 file.write(dumps(payload))
             os.replace(partial, os.path.join(folder, name))
-        except OSError as exc:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(partial)
-            raise ChannelError(f"Cannot add a message to {folder!r}") from exc
+            if isinstance(exc, OSError):
+                raise ChannelError(f"Cannot add a message to {folder!r}") from exc
+            raise
 
 
 class Transport(filesystem.Transport):

@@ -140,7 +140,8 @@ ANYMAIL = {
 BROKER_URL = os.environ.get("DEMO_BROKER_URL")
 CELERY_BROKER_URL = BROKER_URL or "filesystem://"
 if not BROKER_URL:
-    # kombu's filesystem transport, writing each message whole (see that module).
+    # kombu's filesystem transport, writing each message whole (see that module). Set
+    # only with the filesystem URL: a transport named here overrides any URL's scheme.
     CELERY_BROKER_TRANSPORT = "example_project.filesystem_broker:Transport"
     BROKER_DIR = VAR_DIR / "broker"
     (BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,8 @@ ANYMAIL = {"WEBHOOK_SECRET": "hook:secret"}
 BROKER_URL = os.environ.get("NOTIFY_TRACKING_TEST_BROKER_URL")
 CELERY_BROKER_URL = BROKER_URL or "filesystem://"
 if not BROKER_URL:
-    # kombu's filesystem transport, writing each message whole (see that module).
+    # kombu's filesystem transport, writing each message whole (see that module). Set
+    # only with the filesystem URL: a transport named here overrides any URL's scheme.
     CELERY_BROKER_TRANSPORT = "example_project.filesystem_broker:Transport"
     _queue = SHARED_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -75,3 +75,11 @@ def test_a_folder_that_cannot_be_written_gives_a_channel_error(channel, tmp_path
 
     with pytest.raises(ChannelError, match="Cannot add a message"):
         channel._put("jobs", {"number": 1})
+
+
+def test_the_suite_runs_on_this_transport_unless_given_a_broker_url(settings) -> None:
+    from tests.celery_app import app
+
+    with app.connection_for_write() as connection:
+        # NOTIFY_TRACKING_TEST_BROKER_URL (CI's Redis and RabbitMQ runs) names a server.
+        assert isinstance(connection.transport, Transport) == (not settings.BROKER_URL)

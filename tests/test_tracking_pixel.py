@@ -12,7 +12,7 @@ from django.test import override_settings
 from django.urls import reverse
 from PIL import Image
 
-from notify_tracking.models import Delivery, DeliveryEvent
+from notify_tracking.models import Delivery, DeliveryEvent, PendingOpen
 from notify_tracking.tasks import apply_pending_opens
 from notify_tracking.tracking import pending, tokens
 from notify_tracking.tracking.views import PIXEL_GIF
@@ -328,6 +328,19 @@ def test_opens_inserted_while_the_task_runs_are_left_to_the_task_they_nudge(
     for _ in range(5):
         client.get(url, HTTP_USER_AGENT=BROWSER_UA)
     assert enqueued == []
+
+    class FlagClearedJustAfterAnOpen:
+        """One more open arrives while the flag still stands, so it nudges nothing: the
+        task must clear the flag before it looks for the last waiting open."""
+
+        def __getattr__(self, name):
+            return getattr(cache, name)
+
+        def delete(self, key):
+            client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+            return cache.delete(key)
+
+    monkeypatch.setattr(pending, "cache", FlagClearedJustAfterAnOpen())
     monkeypatch.setattr(pending, "FOLD_BATCH", 2)
     record_events = pending.record_events
 
@@ -336,17 +349,34 @@ def test_opens_inserted_while_the_task_runs_are_left_to_the_task_they_nudge(
         return record_events(events)
 
     monkeypatch.setattr(pending, "record_events", record_while_another_open_arrives)
-    assert pending.apply_pending_opens() == 5  # batches of 2, 2 and 1
+    # the 5, and the one that came just before the flag was cleared, in batches of 2
+    assert pending.apply_pending_opens(limit=10) == 6
     assert pending.waiting() == 3
     assert [options["countdown"] for options in enqueued] == [pending.FOLD_DELAY]
     delivery.refresh_from_db()
-    assert delivery.open_count == 5
+    assert delivery.open_count == 6
 
     monkeypatch.setattr(pending, "record_events", record_events)
+    monkeypatch.setattr(pending, "cache", cache)
     assert pending.apply_pending_opens() == 3  # the task those opens nudged
     delivery.refresh_from_db()
-    assert delivery.open_count == 8
+    assert delivery.open_count == 9
     assert pending.waiting() == 0
+
+
+class PendingOpensReadFromAReplica:
+    """A primary/replica router; the replica (not configured here) may lag."""
+
+    def db_for_read(self, model, **hints):
+        return "replica" if model is PendingOpen else None
+
+
+def test_the_task_looks_for_the_last_waiting_open_where_opens_are_written(client, delivery):
+    cache.set(pending.NUDGE_KEY, 1)
+    client.get(pixel_path(tokens.sign_open(delivery.token)), HTTP_USER_AGENT=BROWSER_UA)
+
+    with override_settings(DATABASE_ROUTERS=[PendingOpensReadFromAReplica()]):
+        assert pending.apply_pending_opens() == 1
 
 
 def test_a_task_finding_nothing_waiting_records_nothing(django_assert_num_queries):

@@ -187,7 +187,10 @@ def apply_pending_opens(limit: int = 100_000) -> int:
         cache.delete(NUDGE_KEY)  # opens that arrive from now on nudge a new task
     except Exception:
         logger.warning("notify_tracking: could not clear the open nudge flag", exc_info=True)
-    last = PendingOpen.objects.aggregate(last=models.Max("pk"))["last"]
+    # From the database the opens are written to (the rows below are locked there): a
+    # replica behind it would hide opens whose nudge found this task's flag.
+    writes = PendingOpen.objects.db_manager(router.db_for_write(PendingOpen))
+    last = writes.aggregate(last=models.Max("pk"))["last"]
     if last is None:
         return 0
     taken = 0
