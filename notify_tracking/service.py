@@ -18,10 +18,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import models, transaction
+from django.db import models, router, transaction
 from django.utils import timezone
 
-from . import read_notices, summary_writes
+from . import copy_insert, read_notices, summary_writes
 from . import status as st
 from .conf import channel_names, get_channel, get_setting
 from .models import (
@@ -486,7 +486,11 @@ class _Batch:
                 ip_address=new.ip_address,
                 details=details,
             )
-        DeliveryEvent.objects.bulk_create([event for event in self.stored if event is not None])
+        copy_insert.insert_new(
+            DeliveryEvent,
+            [event for event in self.stored if event is not None],
+            using=router.db_for_write(DeliveryEvent),
+        )
 
     def _read_receipts_requested(self) -> set[int]:
         """The deliveries (among those with an MDN event) whose notification asked for one."""
