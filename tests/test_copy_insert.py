@@ -1,5 +1,7 @@
-"""copy_insert.insert_new: COPY on PostgreSQL with psycopg 3, bulk_create elsewhere.
+"""copy_insert.insert_new: COPY on PostgreSQL with psycopg 3 (from COPY_FROM rows),
+bulk_create elsewhere.
 
+The tests insert at least COPY_FROM rows (``batch()``) unless they are about fewer.
 Either way the rows are stored as bulk_create stores them: each instance gets its
 pk, each value is prepared by its field, errors are Django's, and the statements show
 in the query log.
@@ -15,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from notify_tracking import notify
-from notify_tracking.copy_insert import insert_new
+from notify_tracking.copy_insert import COPY_FROM, insert_new
 from notify_tracking.models import Delivery, DeliveryEvent
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +45,11 @@ def event(delivery, **values):
     return DeliveryEvent(**{**defaults, **values})
 
 
+def batch(delivery, *first):
+    """These events, then plain ones up to COPY_FROM: enough to go by COPY."""
+    return [*first, *(event(delivery) for _ in range(COPY_FROM - len(first)))]
+
+
 def test_each_instance_gets_the_pk_of_its_own_row(delivery):
     events = [event(delivery, provider_event_id=f"e{n}") for n in range(30)]
     insert_new(DeliveryEvent, events, using="default")
@@ -57,7 +64,7 @@ def test_each_instance_gets_the_pk_of_its_own_row(delivery):
 def test_values_are_stored_as_their_fields_prepare_them(delivery):
     before = timezone.now()
     new = event(delivery, recorded_at=None)
-    insert_new(DeliveryEvent, [new], using="default")
+    insert_new(DeliveryEvent, batch(delivery, new), using="default")
     assert new.recorded_at is not None and new.recorded_at >= before  # auto_now_add
     row = DeliveryEvent.objects.get(pk=new.pk)
     assert row.occurred_at == WHEN
@@ -77,7 +84,7 @@ def test_values_are_stored_as_their_fields_prepare_them(delivery):
 
 def test_a_null_value_stays_null(delivery):
     new = event(delivery, ip_address=None)
-    insert_new(DeliveryEvent, [new], using="default")
+    insert_new(DeliveryEvent, batch(delivery, new), using="default")
     assert DeliveryEvent.objects.get(pk=new.pk).ip_address is None
 
 
@@ -89,7 +96,7 @@ def test_nothing_to_insert_costs_no_query():
 
 def test_the_statements_are_in_the_query_log(delivery):
     with CaptureQueriesContext(connection) as queries:
-        insert_new(DeliveryEvent, [event(delivery), event(delivery)], using="default")
+        insert_new(DeliveryEvent, batch(delivery), using="default")
     statements = [query["sql"] for query in queries]
     if COPIES:
         assert len(statements) == 2
@@ -100,11 +107,25 @@ def test_the_statements_are_in_the_query_log(delivery):
         assert statements[0].startswith('INSERT INTO "notify_tracking_deliveryevent"')
 
 
+def test_fewer_rows_than_copy_from_go_in_one_insert(delivery):
+    # A single event (every send result) makes one round trip, not three.
+    events = [event(delivery) for _ in range(COPY_FROM - 1)]
+    with CaptureQueriesContext(connection) as queries:
+        insert_new(DeliveryEvent, events, using="default")
+    assert [query["sql"].split()[0] for query in queries] == ["INSERT"]
+    assert all(e.pk is not None for e in events)
+    assert DeliveryEvent.objects.filter(delivery=delivery).count() == COPY_FROM - 1
+
+
 def test_a_duplicate_is_django_s_integrity_error_and_inserts_nothing(delivery):
     insert_new(DeliveryEvent, [event(delivery, provider_event_id="once")], using="default")
-    batch = [event(delivery, provider_event_id="other"), event(delivery, provider_event_id="once")]
+    again = batch(
+        delivery,
+        event(delivery, provider_event_id="other"),
+        event(delivery, provider_event_id="once"),
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
-        insert_new(DeliveryEvent, batch, using="default")
+        insert_new(DeliveryEvent, again, using="default")
     assert list(
         DeliveryEvent.objects.filter(delivery=delivery).values_list("provider_event_id", flat=True)
     ) == ["once"]
@@ -113,18 +134,17 @@ def test_a_duplicate_is_django_s_integrity_error_and_inserts_nothing(delivery):
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite does not enforce a length")
 def test_a_value_too_long_for_its_column_is_django_s_data_error(delivery):
     with pytest.raises(DataError), transaction.atomic():
-        insert_new(DeliveryEvent, [event(delivery, kind="x" * 17)], using="default")
+        insert_new(DeliveryEvent, batch(delivery, event(delivery, kind="x" * 17)), using="default")
     assert not DeliveryEvent.objects.filter(delivery=delivery).exists()
 
 
 def test_a_primary_key_without_a_sequence_is_inserted_as_given():
     # Session's pk is its key: no sequence, nothing to number.
     expires = timezone.now() + dt.timedelta(days=1)
-    sessions = [
-        Session(session_key=f"key{n}", session_data="d", expire_date=expires) for n in range(3)
-    ]
+    keys = [f"key{n:02}" for n in range(COPY_FROM)]
+    sessions = [Session(session_key=key, session_data="d", expire_date=expires) for key in keys]
     insert_new(Session, sessions, using="default")
-    assert sorted(Session.objects.values_list("pk", flat=True)) == ["key0", "key1", "key2"]
+    assert sorted(Session.objects.values_list("pk", flat=True)) == keys
 
 
 def test_ids_ascend_in_the_order_of_the_list(delivery):
@@ -139,7 +159,7 @@ def test_ids_ascend_in_the_order_of_the_list(delivery):
 
 def test_a_carriage_return_and_a_backslash_n_survive(delivery):
     new = event(delivery, user_agent="a\r\nb\\nc\\\\", details={"s": "\r\\N"})
-    insert_new(DeliveryEvent, [new], using="default")
+    insert_new(DeliveryEvent, batch(delivery, new), using="default")
     row = DeliveryEvent.objects.get(pk=new.pk)
     assert row.user_agent == "a\r\nb\\nc\\\\"
     assert row.details == {"s": "\r\\N"}
@@ -147,21 +167,21 @@ def test_a_carriage_return_and_a_backslash_n_survive(delivery):
 
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite stores a NUL in a text")
 def test_a_nul_is_django_s_data_error_and_the_connection_goes_on(delivery):
-    kept = event(delivery, provider_event_id="kept")
-    insert_new(DeliveryEvent, [kept], using="default")
+    kept = batch(delivery)
+    insert_new(DeliveryEvent, kept, using="default")
     with pytest.raises(DataError), transaction.atomic():
         insert_new(
-            DeliveryEvent, [event(delivery), event(delivery, user_agent="a\x00b")], using="default"
+            DeliveryEvent, batch(delivery, event(delivery, user_agent="a\x00b")), using="default"
         )
-    assert list(DeliveryEvent.objects.filter(delivery=delivery).values_list("pk", flat=True)) == [
-        kept.pk
+    assert sorted(DeliveryEvent.objects.filter(delivery=delivery).values_list("pk", flat=True)) == [
+        e.pk for e in kept
     ]
 
 
 def test_an_instance_with_its_pk_set_is_inserted_with_it(delivery):
     taken = DeliveryEvent.objects.aggregate(models.Max("pk"))["pk__max"] or 0
     given = event(delivery, pk=taken + 1000)
-    insert_new(DeliveryEvent, [given], using="default")
+    insert_new(DeliveryEvent, batch(delivery, given), using="default")
     assert DeliveryEvent.objects.get(pk=taken + 1000).delivery_id == delivery.pk
 
 
@@ -169,7 +189,7 @@ def test_an_unsaved_related_object_is_refused_as_bulk_create_refuses_it(delivery
     orphan = event(delivery)
     orphan.delivery = Delivery(notification=delivery.notification, recipient="x@example.com")
     with pytest.raises(ValueError, match="unsaved related object"):
-        insert_new(DeliveryEvent, [orphan], using="default")
+        insert_new(DeliveryEvent, batch(delivery, orphan), using="default")
 
 
 @pytest.mark.skipif(not COPIES, reason="the right to use a sequence is PostgreSQL's")
@@ -182,7 +202,7 @@ def test_a_user_without_the_right_to_use_the_sequence_still_inserts(delivery):
         cursor.execute("SET LOCAL ROLE nt_tables_only")
     new = event(delivery)
     with CaptureQueriesContext(connection) as queries:
-        insert_new(DeliveryEvent, [new], using="default")
+        insert_new(DeliveryEvent, batch(delivery, new), using="default")
     with connection.cursor() as cursor:
         cursor.execute("RESET ROLE")
     assert [q["sql"].split()[0] for q in queries] == ["SELECT", "INSERT"]
