@@ -19,12 +19,11 @@ then ``get_db_prep_save``), errors are Django's (``IntegrityError``, ``DataError
 and no signal is sent. It differs in what watches queries: the ``COPY`` is one entry
 of ``connection.queries`` when queries are logged (DEBUG, ``CaptureQueriesContext``;
 its time there is about 0, as Django times only the creation of psycopg's copy
-context), but
-``connection.execute_wrapper()`` wrappers and tools that patch ``execute`` do not see
-it. A value that psycopg refuses while the rows are sent (a NUL in a text) aborts the
-transaction, where ``bulk_create`` would fail before sending anything; call it inside
-``transaction.atomic()``. PostgreSQL applies no ``INSERT`` rules to a ``COPY`` and
-refuses one into a table under row-level security.
+context), but ``connection.execute_wrapper()`` wrappers and tools that patch
+``execute`` do not see it. A value that psycopg refuses while the rows are sent (a
+NUL in a text) aborts the transaction, where ``bulk_create`` would fail before
+sending anything; call it inside ``transaction.atomic()``. PostgreSQL applies no
+``INSERT`` rules to a ``COPY`` and refuses one into a table under row-level security.
 
 It is ``bulk_create`` itself elsewhere (SQLite, MySQL, psycopg2), and whenever the
 fast way would not store what ``bulk_create`` stores: a model with a parent table, a
