@@ -26,6 +26,7 @@ The pixel is loaded twice:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -144,6 +145,9 @@ def run() -> dict[str, Any]:
         "naive_p99_ms": naive["p99_ms"],
         "naive_ratio": ratio(naive["rps"], bare["rps"]),
         "naive_counted": naive_counted,
+        # Where the pixel kept its opens: "database" (the default) or "spool"
+        # (NT_BENCH_OPEN_SPOOL: OPEN_SPOOL_DIR, docs/tracking.md).
+        "opens_kept_in": "spool" if os.environ.get("NT_BENCH_OPEN_SPOOL") else "database",
         "naive_requests": naive["requests_sent"],
         "cpu_us_per_request": cpu_per_request,
         "apply_rate": round(waiting / applied_in, 1) if applied_in > 0 else None,

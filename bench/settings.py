@@ -93,6 +93,9 @@ NOTIFY_TRACKING = {
     "BASE_URL": "http://127.0.0.1:8000",
     "MESSAGE_ID_DOMAIN": "bench.example.com",
 }
+# The pixel's spool (docs/tracking.md), when the bench measures it.
+if os.environ.get("NT_BENCH_OPEN_SPOOL"):
+    NOTIFY_TRACKING["OPEN_SPOOL_DIR"] = os.environ["NT_BENCH_OPEN_SPOOL"]
 
 # django-post-office, the baseline of the send benchmark: its Celery integration,
 # sending through the same backend as the app.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -121,6 +122,16 @@ def _optional_callable_path(value: Any) -> str | None:
     return None if value is None else _callable_path(value)
 
 
+def _spool_dir(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        return "must be None or the path of a directory"
+    if not os.path.isdir(value) or not os.access(value, os.W_OK | os.X_OK):
+        return f"must be a directory this process can write to; {str(value)!r} is not"
+    return None
+
+
 def _retention_mode(value: Any) -> str | None:
     return None if value in ("delete", "anonymise") else 'must be "delete" or "anonymise"'
 
@@ -143,6 +154,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "CLIENT_IP_HEADER": _optional_str,
     "APPLE_PROXY_NETWORKS": _networks,
     "SCANNER_WINDOW_SECONDS": _positive_number,
+    "OPEN_SPOOL_DIR": _spool_dir,
     "SCANNER_USER_AGENTS": _optional_str_list,
     "RETENTION_DAYS": _int_at_least(1),
     "RETENTION_POLICY": _optional_callable_path,

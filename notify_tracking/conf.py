@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "APPLE_PROXY_NETWORKS": [],
     # Opens and clicks this soon after sending are a link scanner's (seconds).
     "SCANNER_WINDOW_SECONDS": 10,
+    # A local directory where the pixel spools its opens (synced to disk) instead of
+    # inserting each into the database (docs/tracking.md); None: the database.
+    "OPEN_SPOOL_DIR": None,
     # User-agent fragments (case-insensitive) of scanners, bots and link previews;
     # None: the list in notify_tracking.tracking.classify.SCANNER_USER_AGENTS.
     "SCANNER_USER_AGENTS": None,

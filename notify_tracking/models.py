@@ -257,6 +257,25 @@ class PendingOpen(models.Model):
         return f"open of {self.token} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
 
 
+class SpoolCheckpoint(models.Model):
+    """How much of one spool file of pixel loads is already in :class:`PendingOpen`.
+
+    Only with ``OPEN_SPOOL_DIR`` (notify_tracking.tracking.spool): the offset moves in
+    the same transaction as the rows it covers, so a line is moved exactly once, even
+    when the process that moves it dies half-way. The row is deleted with its file.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    offset = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("spool checkpoint")
+        verbose_name_plural = _("spool checkpoints")
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.offset}"
+
+
 class ReadNotice(models.TextChoices):
     NEVER = "never", _("Never")
     INSTANT = "instant", _("At once")

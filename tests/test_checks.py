@@ -52,6 +52,8 @@ BAD_VALUES = [
         {"RETRY_BACKOFF": 60, "RETRY_BACKOFF_MAX": 10},
         "['RETRY_BACKOFF_MAX'] must not be less than RETRY_BACKOFF",
     ),
+    ({"OPEN_SPOOL_DIR": "/no/such/spool"}, "['OPEN_SPOOL_DIR'] must be a directory this"),
+    ({"OPEN_SPOOL_DIR": 3}, "['OPEN_SPOOL_DIR'] must be None or the path of a directory"),
     (
         {"RETENTON_DAYS": 30},
         "['RETENTON_DAYS'] is not a setting of this version; did you mean 'RETENTION_DAYS'?",

@@ -58,37 +58,23 @@ class _Group:
         self.error: BaseException | None = None
 
 
-class GroupCommit:
-    """Inserts rows of one table on one database, grouping concurrent callers.
+class Grouped:
+    """Leader/follower grouping of concurrent callers of one process: what the rows
+    go to is the subclass's :meth:`_store` (called by the leader, with every row of
+    its group)."""
 
-    ``statement(n)`` returns the SQL that inserts ``n`` rows (``%s`` placeholders,
-    row after row); ``insert(row)`` returns once ``row`` is committed and raises if it
-    was not.
-    """
-
-    def __init__(self, alias: str, statement: Callable[[int], str]) -> None:
-        self.alias = alias
-        self.statement = statement
+    def __init__(self) -> None:
         self._lock = threading.Condition(threading.Lock())
         self._waiting = _Group()  # the group rows join; never taken
         self._leaders = 0
 
-    def insert(self, row: Sequence[Any]) -> None:
-        if not connections[self.alias].get_autocommit():
-            self._execute([row])  # part of this caller's transaction, not of a group
-            return
+    def _take_part(self, row: Sequence[Any]) -> tuple[_Group, bool]:
+        """Join the waiting group with ``row`` and return once that group is stored or
+        failed (its ``error``), and whether this thread led it."""
         group, leads = self._join(row)
         if leads:
             self._lead(group)
-        error = group.error
-        if error is None:
-            return
-        if len(group.rows) > 1 and isinstance(error, RETRY_ALONE):
-            self._execute([row])  # nothing of the group was committed; alone, it may be
-            return
-        if leads:
-            raise error
-        raise GroupNotStored(str(error)) from error
+        return group, leads
 
     def _join(self, row: Sequence[Any]) -> tuple[_Group, bool]:
         """Add ``row`` to the waiting group and wait until that group is inserted
@@ -124,6 +110,38 @@ class GroupCommit:
                 group.done = True
                 self._leaders -= 1
                 self._lock.notify_all()
+
+    def _store(self, rows: list[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+
+class GroupCommit(Grouped):
+    """Inserts rows of one table on one database, grouping concurrent callers.
+
+    ``statement(n)`` returns the SQL that inserts ``n`` rows (``%s`` placeholders,
+    row after row); ``insert(row)`` returns once ``row`` is committed and raises if it
+    was not.
+    """
+
+    def __init__(self, alias: str, statement: Callable[[int], str]) -> None:
+        super().__init__()
+        self.alias = alias
+        self.statement = statement
+
+    def insert(self, row: Sequence[Any]) -> None:
+        if not connections[self.alias].get_autocommit():
+            self._execute([row])  # part of this caller's transaction, not of a group
+            return
+        group, leads = self._take_part(row)
+        error = group.error
+        if error is None:
+            return
+        if len(group.rows) > 1 and isinstance(error, RETRY_ALONE):
+            self._execute([row])  # nothing of the group was committed; alone, it may be
+            return
+        if leads:
+            raise error
+        raise GroupNotStored(str(error)) from error
 
     def _store(self, rows: list[Sequence[Any]]) -> None:
         if len(rows) <= MAX_ROWS:

@@ -31,7 +31,7 @@ from .. import status as st
 from ..conf import get_setting
 from ..models import EventSource, PendingOpen, concrete_field
 from ..service import NewEvent, record_events
-from . import classify, recording
+from . import classify, recording, spool
 from .group_commit import GroupCommit
 from .tokens import OpenToken
 
@@ -47,14 +47,24 @@ USER_AGENT_MAX = PendingOpen._meta.get_field("user_agent").max_length
 
 
 def add_open(request: HttpRequest, token: OpenToken, occurred_at: dt.datetime) -> None:
-    """Keep a pixel load for the task (one INSERT, autocommitted), then nudge the task."""
+    """Keep a pixel load for the task: one INSERT (autocommitted), then a nudge to the
+    task; or, with ``OPEN_SPOOL_DIR``, one synced line of the process's spool
+    (:mod:`.spool`, whose thread inserts and nudges)."""
+    # NUL: no database text holds it, and a refused value would lose the open.
+    user_agent = request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")[:USER_AGENT_MAX]
+    ip_address = recording.client_ip(request)
+    spool_dir = get_setting("OPEN_SPOOL_DIR")
+    if spool_dir is not None:
+        spool.get_spool(spool_dir).append(
+            spool.line(token.delivery, token.group, occurred_at, user_agent, ip_address)
+        )
+        return
     _insert(
         token=token.delivery,
         group=token.group,
         occurred_at=occurred_at,
-        # NUL: no database text holds it, and a refused value would lose the open.
-        user_agent=request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")[:USER_AGENT_MAX],
-        ip_address=recording.client_ip(request),
+        user_agent=user_agent,
+        ip_address=ip_address,
     )
     nudge()
 

@@ -1,0 +1,325 @@
+"""OPEN_SPOOL_DIR: the pixel keeps each open as a synced line of a local file, and a
+thread moves the lines into PendingOpen exactly once, also after a crash."""
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from django.db import OperationalError, connection
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from notify_tracking.models import PendingOpen, SpoolCheckpoint
+from notify_tracking.tasks import apply_pending_opens
+from notify_tracking.tracking import spool, tokens
+from notify_tracking.tracking.views import PIXEL_GIF
+from tests.tracking_support import HTML, mark_sent, queued
+
+pytestmark = pytest.mark.django_db
+
+AT = dt.datetime(2026, 12, 7, 15, 0, 1, 123456, tzinfo=dt.timezone.utc)
+BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Thunderbird/128.0"
+
+
+@pytest.fixture(autouse=True)
+def opens_wait_for_a_worker(monkeypatch):
+    """The nudge enqueues the task (as in production) instead of running it here: the
+    tests see the moved rows before the task applies them."""
+    monkeypatch.setitem(apply_pending_opens.app.conf, "task_always_eager", False)
+
+
+@pytest.fixture
+def spool_dir(tmp_path):
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def quiet_spool(spool_dir):
+    """A spool without its mover thread: the test moves the lines (``flush``)."""
+    made = spool.Spool(spool_dir, start_thread=False)
+    yield made
+    made.close()
+
+
+def an_open(ua: str = BROWSER_UA, ip: str | None = "192.0.2.7", group: bool = False):
+    return spool.line(uuid.uuid4(), group, AT, ua, ip)
+
+
+def spool_files(directory):
+    return sorted(directory.glob("opens-*.jsonl"))
+
+
+def test_a_line_is_synced_before_append_returns_and_moved_once(quiet_spool, spool_dir):
+    token = uuid.uuid4()
+    ua = 'Odd "agent"\nwith a newline, a tab\t, ümlauts and \\ backslash'
+    quiet_spool.append(spool.line(token, True, AT, ua, "2001:db8::1"))
+    (path,) = spool_files(spool_dir)
+    assert path.read_bytes().count(b"\n") == 1  # the newline in the agent is escaped
+    assert not PendingOpen.objects.exists()
+
+    assert quiet_spool.flush() == 1
+    row = PendingOpen.objects.get()
+    assert (row.token, row.group, row.occurred_at, row.user_agent, row.ip_address) == (
+        token,
+        True,
+        AT,
+        ua,
+        "2001:db8::1",
+    )
+    assert SpoolCheckpoint.objects.get(name=path.name).offset == path.stat().st_size
+    assert quiet_spool.flush() == 0
+    assert PendingOpen.objects.count() == 1
+
+
+def test_nothing_new_costs_no_query(quiet_spool, django_assert_num_queries):
+    quiet_spool.append(an_open(ip=None))
+    quiet_spool.flush()
+    with django_assert_num_queries(0):
+        assert quiet_spool.flush() == 0
+
+
+def test_concurrent_appends_are_each_moved_exactly_once(quiet_spool, spool_dir):
+    def load(k):
+        for _ in range(50):
+            quiet_spool.append(an_open(ua=f"thread {k}"))
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (path,) = spool_files(spool_dir)
+    assert path.read_bytes().count(b"\n") == 400
+    assert quiet_spool.flush() == 400
+    counts = {f"thread {k}": 0 for k in range(8)}
+    for agent in PendingOpen.objects.values_list("user_agent", flat=True):
+        counts[agent] += 1
+    assert set(counts.values()) == {50}
+
+
+def test_full_files_are_replaced_and_deleted_once_moved(quiet_spool, spool_dir, monkeypatch):
+    monkeypatch.setattr(spool, "ROTATE_BYTES", 600)  # about four lines a file
+    for _ in range(20):
+        quiet_spool.append(an_open())
+    assert len(spool_files(spool_dir)) >= 4
+    assert quiet_spool.flush() == 20
+    assert spool_files(spool_dir) == [quiet_spool._current.path]
+    assert list(SpoolCheckpoint.objects.values_list("name", flat=True)) in (
+        [quiet_spool._current.path.name],
+        [],  # the current file was empty: it never had a checkpoint
+    )
+    assert PendingOpen.objects.count() == 20
+
+
+def test_close_moves_what_is_left_and_leaves_no_file(spool_dir):
+    made = spool.Spool(spool_dir, start_thread=False)
+    made.append(an_open())
+    made.close()
+    assert PendingOpen.objects.count() == 1
+    assert spool_files(spool_dir) == []
+    assert not SpoolCheckpoint.objects.exists()
+
+
+def test_lines_wait_on_disk_while_the_database_refuses_them(quiet_spool, spool_dir, caplog):
+    for _ in range(3):
+        quiet_spool.append(an_open())
+
+    def database_down(execute, sql, params, many, context):
+        if "pendingopen" in sql.lower():
+            raise OperationalError("could not connect to server")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(database_down), caplog.at_level(logging.WARNING):
+        assert quiet_spool.flush() == 0
+    assert "they stay in" in caplog.text
+    assert not PendingOpen.objects.exists()
+    assert quiet_spool.flush() == 3
+    assert PendingOpen.objects.count() == 3
+
+
+def test_a_failed_write_loses_only_its_own_line(quiet_spool, spool_dir):
+    quiet_spool.append(an_open(ua="before"))
+    os.close(quiet_spool._current.fd)  # the next write fails (EBADF)
+    with pytest.raises(OSError):
+        quiet_spool.append(an_open(ua="lost"))
+    quiet_spool.append(an_open(ua="after"))  # in a new file
+    assert len(spool_files(spool_dir)) == 2
+    assert quiet_spool.flush() == 2
+    assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == [
+        "after",
+        "before",
+    ]
+
+
+# -- a process that died ------------------------------------------------------------
+
+
+def orphan(directory, lines: list[bytes], tail: bytes = b"") -> "os.PathLike":
+    path = directory / f"{spool.PREFIX}{uuid.uuid4().hex}{spool.SUFFIX}"
+    path.write_bytes(b"".join(lines) + tail)
+    return path
+
+
+def test_a_dead_process_file_is_moved_from_its_checkpoint_then_deleted(spool_dir):
+    lines = [an_open(ua=f"line {k}") for k in range(5)]
+    path = orphan(spool_dir, lines, tail=b'["cut off by the crash", fal')
+    # The dead process had moved its first two lines.
+    SpoolCheckpoint.objects.create(name=path.name, offset=len(lines[0]) + len(lines[1]))
+    assert spool.recover(spool_dir) == 3
+    assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == [
+        "line 2",
+        "line 3",
+        "line 4",
+    ]
+    assert not path.exists()
+    assert not SpoolCheckpoint.objects.exists()
+    assert spool.recover(spool_dir) == 0
+
+
+def test_a_corrupt_line_is_skipped_and_logged(spool_dir, caplog):
+    orphan(
+        spool_dir,
+        [
+            an_open(ua="first"),
+            b"not json at all\n",
+            b"[1, 2]\n",
+            an_open(ip="not an address"),
+            an_open(ua="last"),
+        ],
+    )
+    with caplog.at_level(logging.ERROR):
+        assert spool.recover(spool_dir) == 2
+    assert caplog.text.count("is not a pixel load") == 3
+    assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == ["first", "last"]
+
+
+def test_a_file_held_by_a_live_process_is_left_to_it(spool_dir):
+    path = orphan(spool_dir, [an_open()])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert spool.recover(spool_dir) == 0
+        assert path.exists()
+    finally:
+        os.close(fd)
+    assert spool.recover(spool_dir) == 1
+
+
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, sys.argv[2].encode())
+os.fdatasync(fd)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_killed_process_releases_its_file_to_the_others(spool_dir):
+    path = spool_dir / f"{spool.PREFIX}{uuid.uuid4().hex}{spool.SUFFIX}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), an_open(ua="from the killed one").decode()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert spool.recover(spool_dir) == 0  # alive: its lines are its own
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert spool.recover(spool_dir) == 1
+    assert PendingOpen.objects.get().user_agent == "from the killed one"
+    assert not path.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite stores text of any length")
+def test_a_row_the_database_refuses_is_lost_alone(spool_dir, caplog):
+    lines = [an_open(ua="kept 1"), an_open(ua="x" * 600), an_open(ua="kept 2")]
+    orphan(spool_dir, lines)
+    with caplog.at_level(logging.ERROR):
+        assert spool.recover(spool_dir) == 3  # three lines read, one row refused
+    assert "a spooled open was refused" in caplog.text
+    assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == [
+        "kept 1",
+        "kept 2",
+    ]
+
+
+# -- through the pixel, and the mover thread ----------------------------------------
+
+
+@pytest.fixture
+def delivery(task):
+    (delivery,) = queued(task, ["bob@example.com"], html=HTML)
+    return mark_sent(delivery)
+
+
+def test_the_pixel_spools_the_open_and_the_task_applies_it(
+    client, delivery, spool_dir, monkeypatch, settings
+):
+    monkeypatch.setattr(spool, "FLUSH_INTERVAL", 60)  # the test moves the lines itself
+    url = reverse("notify_tracking:open", kwargs={"token": tokens.sign_open(delivery.token)})
+    before = timezone.now()
+    with override_settings(
+        NOTIFY_TRACKING={**settings.NOTIFY_TRACKING, "OPEN_SPOOL_DIR": str(spool_dir)}
+    ):
+        try:
+            response = client.get(url, HTTP_USER_AGENT=BROWSER_UA)
+            assert response.status_code == 200
+            assert response.content == PIXEL_GIF
+            assert not PendingOpen.objects.exists()  # the request wrote the file only
+            (path,) = spool_files(spool_dir)
+            assert str(delivery.token.hex) in path.read_text()
+        finally:
+            spool.shutdown()  # stops the mover, moves what is left
+    apply_pending_opens.apply()
+    delivery.refresh_from_db()
+    assert delivery.status == "opened"
+    assert delivery.open_count == 1
+    event = delivery.events.get(kind="opened")
+    assert (event.user_agent, event.source) == (BROWSER_UA, "pixel")
+    assert event.occurred_at >= before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_mover_thread_moves_lines_within_a_moment(spool_dir):
+    made = spool.Spool(spool_dir)
+    try:
+        for _ in range(5):
+            made.append(an_open())
+        deadline = time.monotonic() + 10
+        while PendingOpen.objects.count() < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert PendingOpen.objects.count() == 5
+    finally:
+        made.close()
+
+
+def test_a_forked_child_makes_a_spool_of_its_own(spool_dir, monkeypatch):
+    monkeypatch.setattr(spool, "FLUSH_INTERVAL", 60)
+    parent = spool.get_spool(spool_dir)
+    try:
+        assert spool.get_spool(spool_dir) is parent
+        monkeypatch.setattr(parent, "pid", -1)  # as a child sees its parent's spool
+        child = spool.get_spool(spool_dir)
+        assert child is not parent
+        assert child._current.path != parent._current.path
+    finally:
+        spool.shutdown()
+        parent.close()
