@@ -63,7 +63,8 @@ def spool_files(directory):
 def test_a_line_is_synced_before_append_returns_and_moved_once(quiet_spool, spool_dir):
     token = uuid.uuid4()
     ua = 'Odd "agent"\nwith a newline, a tab\t, ümlauts and \\ backslash'
-    quiet_spool.append(spool.line(token, True, AT, ua, "2001:db8::1"))
+    one_line = spool.line(token, True, AT, ua, "2001:db8::1")
+    quiet_spool.append(one_line)
     (path,) = spool_files(spool_dir)
     assert path.read_bytes().count(b"\n") == 1  # the newline in the agent is escaped
     assert not PendingOpen.objects.exists()
@@ -77,7 +78,7 @@ def test_a_line_is_synced_before_append_returns_and_moved_once(quiet_spool, spoo
         ua,
         "2001:db8::1",
     )
-    assert SpoolCheckpoint.objects.get(name=path.name).offset == path.stat().st_size
+    assert SpoolCheckpoint.objects.get(name=path.name).offset == len(one_line)
     assert quiet_spool.flush() == 0
     assert PendingOpen.objects.count() == 1
 
@@ -173,7 +174,7 @@ def orphan(directory, lines: list[bytes], tail: bytes = b"") -> "os.PathLike":
 
 def test_a_dead_process_file_is_moved_from_its_checkpoint_then_deleted(spool_dir):
     lines = [an_open(ua=f"line {k}") for k in range(5)]
-    path = orphan(spool_dir, lines, tail=b'["cut off by the crash", fal')
+    path = orphan(spool_dir, lines, tail=b'["cut off by the crash", fal' + bytes(100))
     # The dead process had moved its first two lines.
     SpoolCheckpoint.objects.create(name=path.name, offset=len(lines[0]) + len(lines[1]))
     assert spool.recover(spool_dir) == 3
@@ -214,6 +215,20 @@ def test_a_file_held_by_a_live_process_is_left_to_it(spool_dir):
     finally:
         os.close(fd)
     assert spool.recover(spool_dir) == 1
+
+
+def test_a_file_being_made_is_not_taken_and_an_abandoned_one_is_deleted(spool_dir):
+    making = spool_dir / f".{spool.PREFIX}{uuid.uuid4().hex}{spool.SUFFIX}.new"
+    making.write_bytes(b"")
+    fd = os.open(making, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # its process is making it
+        assert spool.recover(spool_dir) == 0
+        assert making.exists()
+    finally:
+        os.close(fd)
+    assert spool.recover(spool_dir) == 0  # its process died before renaming it
+    assert not making.exists()
 
 
 HOLDER = """

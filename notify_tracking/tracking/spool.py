@@ -100,11 +100,22 @@ class _File:
 
 
 def _open_new(directory: Path) -> _File:
-    path = directory / f"{PREFIX}{uuid.uuid4().hex}{SUFFIX}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _sync_directory(directory)  # the file's name is durable too
-    return _File(path, fd)
+    """A new spool file, held (``flock``). It is made under a name that :func:`recover`
+    does not look at, and renamed once held: another process cannot take it for the
+    file of a dead one."""
+    name = f"{PREFIX}{uuid.uuid4().hex}{SUFFIX}"
+    making = directory / f".{name}.new"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+    fd = os.open(making, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(making, directory / name)
+        _sync_directory(directory)  # the file's name is durable too
+    except BaseException:
+        os.close(fd)
+        making.unlink(missing_ok=True)
+        raise
+    return _File(directory / name, fd)
 
 
 def _sync_directory(directory: Path) -> None:
@@ -247,6 +258,11 @@ def _move(path: Path, end: int | None, alias: str) -> tuple[int, int]:
         with path.open("rb") as spool:
             spool.seek(offset)
             data = spool.read(-1 if end is None else max(end - offset, 0))
+        # A crash can leave zeros where the data of a write that was never synced (so
+        # never answered) was to go: only the tail, after every synced line.
+        unwritten = data.find(b"\0")
+        if unwritten >= 0:
+            data = data[:unwritten]
         lines = data[: data.rfind(b"\n") + 1].splitlines(keepends=True)[:MOVE_BATCH]
         if not lines:
             return moved, offset
@@ -305,6 +321,8 @@ def recover(directory: str | os.PathLike[str], skip: Collection[Path] = ()) -> i
     """Move, then delete, the spool files in ``directory`` that no live process holds;
     return how many lines were moved. Never raises."""
     alias = router.db_for_write(PendingOpen)
+    for making in Path(directory).glob(f".{PREFIX}*{SUFFIX}.new"):
+        _delete_abandoned(making)
     moved = 0
     for path in sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}")):
         if path in skip:
@@ -336,6 +354,22 @@ def recover(directory: str | os.PathLike[str], skip: Collection[Path] = ()) -> i
 
         nudge()
     return moved
+
+
+def _delete_abandoned(making: Path) -> None:
+    """Delete a file whose making was cut short (no line is written before it is
+    renamed), unless a live process is making it."""
+    try:
+        fd = os.open(making, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        making.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass  # being made now
+    finally:
+        os.close(fd)
 
 
 _spool: Spool | None = None
