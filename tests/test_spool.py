@@ -5,6 +5,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -163,6 +164,122 @@ def test_a_failed_write_loses_only_its_own_line(quiet_spool, spool_dir):
     ]
 
 
+def test_lines_answered_while_a_move_runs_are_not_lost_when_their_file_is_retired(
+    quiet_spool, spool_dir, monkeypatch
+):
+    monkeypatch.setattr(spool, "ROTATE_BYTES", 600)
+    quiet_spool.append(an_open(ua="before the move"))
+    during = []
+
+    def appends_during_the_insert(execute, sql, params, many, context):
+        if not during and "pendingopen" in sql.lower():
+            # Another request thread, while this move's transaction runs: enough lines
+            # to retire the file being moved.
+            def load():
+                for k in range(6):
+                    quiet_spool.append(an_open(ua=f"during the move {k}"))
+                    during.append(k)
+
+            thread = threading.Thread(target=load)
+            thread.start()
+            thread.join()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(appends_during_the_insert):
+        assert quiet_spool.flush() == 1
+    assert len(during) == 6
+    assert quiet_spool.flush() == 6
+    assert PendingOpen.objects.count() == 7
+    assert spool_files(spool_dir) == [quiet_spool._current.path]
+
+
+def test_when_no_new_file_can_be_made_no_line_follows_a_failed_write(
+    quiet_spool, spool_dir, monkeypatch
+):
+    quiet_spool.append(an_open(ua="before"))
+    os.close(quiet_spool._current.fd)  # the next write fails (EBADF)
+    lowest_free = os.open(os.devnull, os.O_RDONLY)  # the number the next file gets
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new file: EMFILE
+    try:
+        with pytest.raises(OSError):
+            quiet_spool.append(an_open(ua="lost with its write"))
+        with pytest.raises(OSError):  # the broken file takes no line; no new one yet
+            quiet_spool.append(an_open(ua="refused"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    quiet_spool.append(an_open(ua="after"))  # a new file, at last
+    assert len(spool_files(spool_dir)) == 2
+    assert quiet_spool.flush() == 2
+    assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == [
+        "after",
+        "before",
+    ]
+    assert spool_files(spool_dir) == [quiet_spool._current.path]
+
+
+def test_a_checkpoint_that_cannot_be_deleted_does_not_stop_the_mover(
+    quiet_spool, spool_dir, monkeypatch, caplog
+):
+    monkeypatch.setattr(spool, "ROTATE_BYTES", 300)
+    for _ in range(3):
+        quiet_spool.append(an_open())
+    retired = [file.path for file in quiet_spool._retired]
+    assert retired
+
+    def checkpoint_delete_fails(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("DELETE") and "spoolcheckpoint" in sql.lower():
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(checkpoint_delete_fails), caplog.at_level(logging.WARNING):
+        assert quiet_spool.flush() == 3  # moved, and does not raise
+    assert "could not delete the moved spool file" in caplog.text
+    assert not any(path.exists() for path in retired)
+    assert quiet_spool._retired == []
+    quiet_spool.append(an_open())
+    assert quiet_spool.flush() == 1
+    assert PendingOpen.objects.count() == 4
+
+
+def test_nothing_is_appended_after_close(spool_dir):
+    made = spool.Spool(spool_dir, start_thread=False)
+    made.close()
+    with pytest.raises(spool.SpoolNotWritten):
+        made.append(an_open())
+
+
+def test_a_child_that_exits_leaves_its_parent_files_alone(quiet_spool, spool_dir, monkeypatch):
+    quiet_spool.append(an_open())
+    monkeypatch.setattr(quiet_spool, "pid", -1)  # as the forked child sees it at exit
+    quiet_spool.close()
+    assert spool_files(spool_dir) == [quiet_spool._current.path]
+    assert not PendingOpen.objects.exists()
+    monkeypatch.undo()
+    quiet_spool.append(an_open())  # the parent goes on
+    assert quiet_spool.flush() == 2
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_a_forked_child_does_not_keep_its_parent_files_held(spool_dir, monkeypatch):
+    monkeypatch.setattr(spool, "FLUSH_INTERVAL", 60)
+    parent = spool.get_spool(spool_dir)
+    try:
+        fd = parent._current.fd
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child)
+            try:
+                os.fstat(fd)
+            except OSError:
+                os._exit(0 if spool._spool is None else 2)
+            os._exit(1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        spool.shutdown()
+
+
 # -- a process that died ------------------------------------------------------------
 
 
@@ -227,6 +344,10 @@ def test_a_file_being_made_is_not_taken_and_an_abandoned_one_is_deleted(spool_di
         assert making.exists()
     finally:
         os.close(fd)
+    assert spool.recover(spool_dir) == 0
+    assert making.exists()  # young: its process may not hold it yet
+    old = time.time() - spool.ABANDONED_AFTER - 1
+    os.utime(making, (old, old))
     assert spool.recover(spool_dir) == 0  # its process died before renaming it
     assert not making.exists()
 
@@ -337,4 +458,5 @@ def test_a_forked_child_makes_a_spool_of_its_own(spool_dir, monkeypatch):
         assert child._current.path != parent._current.path
     finally:
         spool.shutdown()
+        monkeypatch.undo()
         parent.close()

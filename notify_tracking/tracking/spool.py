@@ -14,10 +14,12 @@ What it guarantees, and what it asks of the deployment:
 - **Durable before the answer.** A request answers after its line is synced, or with
   the error that lost it; the line is then on the host's disk until it is moved, so a
   crash of the process or of the host loses nothing that was answered.
-- **Moved exactly once.** The checkpoint commits with the rows it covers. A file whose
-  process died (its ``flock`` is released) is moved by another process using the same
-  directory, from its checkpoint, then deleted: within ``RECOVER_INTERVAL`` seconds,
-  or at the next start.
+- **Moved exactly once.** The checkpoint commits with the rows it covers, and a moved
+  file is deleted (the deletion synced) before its checkpoint. A file whose process
+  died (its ``flock`` is released) is moved by another process using the same
+  directory, from its checkpoint, then deleted: within ``RECOVER_INTERVAL`` seconds
+  of that process's first pixel load. After a failed write no line goes into that
+  file again: it may end with part of a line.
 - **A local directory per host**, on a disk that outlives the process (not a
   container's writable layer that is thrown away with it), kept by every web process
   of that host. A host that is gone for good takes its last unmoved opens with it
@@ -38,8 +40,9 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,8 @@ FLUSH_INTERVAL = 0.2
 RECOVER_INTERVAL = 10.0
 #: A spool file this large (bytes) is replaced by a new one, and deleted once moved.
 ROTATE_BYTES = 1 << 20
+#: Seconds after which a file left half-made (a crash while making it) is deleted.
+ABANDONED_AFTER = 60.0
 #: The most lines one transaction moves.
 MOVE_BATCH = 2000
 PREFIX = "opens-"
@@ -134,10 +139,11 @@ class Spool(Grouped):
         self.directory = Path(directory)
         self.alias = router.db_for_write(PendingOpen)
         self.pid = os.getpid()
-        self._io = threading.Lock()  # the current file: writes, rotation
+        self._io = threading.Lock()  # the files: writes, rotation, closing
         self._move = threading.Lock()  # one mover at a time
         self._current = _open_new(self.directory)
         self._retired: list[_File] = []
+        self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start_thread:
@@ -160,6 +166,10 @@ class Spool(Grouped):
     def _store(self, rows: list[Sequence[Any]]) -> None:
         data = b"".join(bytes(row) for row in rows)
         with self._io:
+            if self._closed:
+                raise SpoolNotWritten("the spool is closed")
+            if self._current.broken:
+                self._rotate()  # the last rotation failed: again, or no write at all
             file = self._current
             try:
                 written = 0
@@ -169,44 +179,56 @@ class Spool(Grouped):
             except OSError:
                 # The file may now end with part of a line: no line goes after it.
                 file.broken = True
-                self._rotate()
+                with contextlib.suppress(OSError):
+                    self._rotate()
                 raise
             file.synced += len(data)
             if file.synced >= ROTATE_BYTES:
-                self._rotate()
+                with contextlib.suppress(OSError):  # the next write tries again
+                    self._rotate()
 
     def _rotate(self) -> None:
-        """Retire the current file (called with ``_io`` held); a new one takes its place."""
+        """Retire the current file for a new one (``_io`` held). When no new file can
+        be made, nothing changes, and the error is raised."""
+        new = _open_new(self.directory)
         self._retired.append(self._current)
-        self._current = _open_new(self.directory)
+        self._current = new
 
     # -- the mover's side ---------------------------------------------------------
 
     def _run(self) -> None:
         since_recovery = RECOVER_INTERVAL  # look for dead processes' files at once
-        while not self._stop.wait(FLUSH_INTERVAL):
-            self.flush()
-            since_recovery += FLUSH_INTERVAL
-            if since_recovery >= RECOVER_INTERVAL:
-                since_recovery = 0.0
-                recover(self.directory, skip={self._current.path})
-            connections[self.alias].close_if_unusable_or_obsolete()
+        try:
+            while not self._stop.wait(FLUSH_INTERVAL):
+                try:
+                    self.flush()
+                    since_recovery += FLUSH_INTERVAL
+                    if since_recovery >= RECOVER_INTERVAL:
+                        since_recovery = 0.0
+                        recover(self.directory)  # skips this process's own: it holds them
+                    connections[self.alias].close_if_unusable_or_obsolete()
+                except Exception:  # the thread must live on: the next tick tries again
+                    logger.exception("notify_tracking: the spool's mover failed")
+        finally:
+            connections.close_all()  # this thread's connections
 
     def flush(self) -> int:
-        """Move this process's synced lines into the database; return how many.
+        """Move this process's synced lines into the database; delete the retired
+        files whose every line is moved; return how many lines were moved.
 
         Never raises: lines that cannot be moved now stay on disk for the next try.
         """
         moved = 0
         with self._move:
             with self._io:
-                files = [*self._retired, self._current]
-            for file in files:
-                if file is self._current and file.synced <= file.moved:
-                    continue  # nothing new: not even a query
+                # What is synced now; a file retired now gets no more lines.
+                files = [(file, file.synced, file is not self._current) for file in self._retired]
+                current = self._current
+                if current.synced > current.moved:
+                    files.append((current, current.synced, False))
+            for file, end, retired in files:
                 try:
-                    count, file.moved = _move(file.path, file.synced, self.alias)
-                    moved += count
+                    count, file.moved = _move(file.path, end, self.alias)
                 except Exception:
                     logger.warning(
                         "notify_tracking: could not move spooled opens to the database; "
@@ -215,32 +237,64 @@ class Spool(Grouped):
                         exc_info=True,
                     )
                     break
-                if file is not self._current:
-                    _delete(file.path, self.alias)
-                    os.close(file.fd)  # and its lock
+                moved += count
+                if retired and self._discard(file):
                     with self._io:
                         self._retired.remove(file)
+                    with contextlib.suppress(OSError):
+                        os.close(file.fd)  # and its lock
         if moved:
             from .pending import nudge
 
             nudge()
         return moved
 
+    def _discard(self, file: _File) -> bool:
+        """Delete a file whose every line is moved; whether it is gone."""
+        try:
+            _delete(file.path, self.alias)
+        except Exception:
+            logger.warning(
+                "notify_tracking: could not delete the moved spool file %s; next time",
+                file.path,
+                exc_info=True,
+            )
+            return not file.path.exists()
+        return True
+
     def close(self) -> None:
-        """Stop the mover and move what is left (at exit)."""
+        """Stop the mover, move what is left, and delete the files all moved (at exit).
+
+        Only in the process that made the spool: a forked child inherits the atexit
+        call, and must not touch its parent's files.
+        """
+        if self.pid != os.getpid() or self._closed:
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                # Stuck on the database: keep holding the files (the process is ending
+                # anyway), so that no other process moves them at the same time.
+                logger.warning("notify_tracking: the spool's mover did not stop; its files stay")
+                return
+        with self._io:
+            self._closed = True  # no line after this
         self.flush()
         with self._io:
-            files = [*self._retired, self._current]
-        current = self._current
+            current = self._current
         if current.synced <= current.moved:  # all of it is in the database
-            with contextlib.suppress(Exception):
-                _delete(current.path, self.alias)
-        for file in files:
+            self._discard(current)
+        for file in [*self._retired, current]:
             with contextlib.suppress(OSError):
                 os.close(file.fd)  # a file left behind is moved by the next process
+
+    def forget(self) -> None:
+        """In a forked child: close the inherited descriptors (so that the parent's
+        files are released when the parent dies), touch nothing else."""
+        for file in [*self._retired, self._current]:
+            with contextlib.suppress(OSError):
+                os.close(file.fd)
 
 
 def _move(path: Path, end: int | None, alias: str) -> tuple[int, int]:
@@ -248,39 +302,46 @@ def _move(path: Path, end: int | None, alias: str) -> tuple[int, int]:
     the file; whole lines only) into ``PendingOpen``, ``MOVE_BATCH`` per transaction;
     return how many, and the checkpoint's offset after them."""
     moved = 0
+    checkpoints = SpoolCheckpoint.objects.using(alias)
     while True:
-        offset = (
-            SpoolCheckpoint.objects.using(alias)
-            .filter(name=path.name)
-            .values_list("offset", flat=True)
-            .first()
-        ) or 0
-        with path.open("rb") as spool:
-            spool.seek(offset)
-            data = spool.read(-1 if end is None else max(end - offset, 0))
-        # A crash can leave zeros where the data of a write that was never synced (so
-        # never answered) was to go: only the tail, after every synced line.
-        unwritten = data.find(b"\0")
-        if unwritten >= 0:
-            data = data[:unwritten]
-        lines = data[: data.rfind(b"\n") + 1].splitlines(keepends=True)[:MOVE_BATCH]
-        if not lines:
-            return moved, offset
-        rows = []
-        for raw in lines:
-            try:
-                rows.append(_parse(raw))
-            except (ValueError, TypeError):
-                logger.error(
-                    "notify_tracking: a spool line of %s is not a pixel load; skipped",
-                    path.name,
-                )
         with transaction.atomic(using=alias):
+            # Locked: were two processes ever to move one file, one would wait and then
+            # start from where the other stopped.
+            checkpoint = checkpoints.select_for_update().filter(name=path.name).first()
+            offset = checkpoint.offset if checkpoint else 0
+            lines = _lines(path, offset, end)
+            if not lines:
+                return moved, offset
+            rows = []
+            for raw in lines:
+                try:
+                    rows.append(_parse(raw))
+                except (ValueError, TypeError):
+                    logger.error(
+                        "notify_tracking: a spool line of %s is not a pixel load; skipped",
+                        path.name,
+                    )
             _insert(rows, alias)
-            SpoolCheckpoint.objects.using(alias).update_or_create(
-                name=path.name, defaults={"offset": offset + sum(map(len, lines))}
-            )
+            new_offset = offset + sum(map(len, lines))
+            if checkpoint is None:
+                checkpoints.create(name=path.name, offset=new_offset)
+            else:
+                checkpoints.filter(pk=checkpoint.pk).update(offset=new_offset)
         moved += len(rows)
+
+
+def _lines(path: Path, offset: int, end: int | None) -> list[bytes]:
+    """The whole lines of ``path`` from ``offset`` to ``end`` (None: its end), at most
+    ``MOVE_BATCH`` of them."""
+    with path.open("rb") as spool:
+        spool.seek(offset)
+        data = spool.read(-1 if end is None else max(end - offset, 0))
+    # A crash can leave zeros where the data of a write that was never synced (so
+    # never answered) was to go: only the tail, after every synced line.
+    unwritten = data.find(b"\0")
+    if unwritten >= 0:
+        data = data[:unwritten]
+    return data[: data.rfind(b"\n") + 1].splitlines(keepends=True)[:MOVE_BATCH]
 
 
 def _insert(rows: list[PendingOpen], alias: str) -> None:
@@ -310,14 +371,16 @@ def _refused_value(error: DatabaseError) -> bool:
 
 
 def _delete(path: Path, alias: str) -> None:
-    """Delete a file whose every line is moved, then its checkpoint (in this order: a
-    checkpoint without a file is harmless, a file without its checkpoint would be
-    moved twice)."""
+    """Delete a file whose every line is moved, then its checkpoint. In this order, and
+    the deletion synced first: a checkpoint without its file is harmless, a file
+    without its checkpoint would be moved again."""
     path.unlink(missing_ok=True)
-    SpoolCheckpoint.objects.using(alias).filter(name=path.name).delete()
+    _sync_directory(path.parent)
+    with transaction.atomic(using=alias):  # a failure leaves any outer transaction usable
+        SpoolCheckpoint.objects.using(alias).filter(name=path.name).delete()
 
 
-def recover(directory: str | os.PathLike[str], skip: Collection[Path] = ()) -> int:
+def recover(directory: str | os.PathLike[str]) -> int:
     """Move, then delete, the spool files in ``directory`` that no live process holds;
     return how many lines were moved. Never raises."""
     alias = router.db_for_write(PendingOpen)
@@ -325,8 +388,6 @@ def recover(directory: str | os.PathLike[str], skip: Collection[Path] = ()) -> i
         _delete_abandoned(making)
     moved = 0
     for path in sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}")):
-        if path in skip:
-            continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -364,6 +425,8 @@ def _delete_abandoned(making: Path) -> None:
     except FileNotFoundError:
         return
     try:
+        if time.time() - os.fstat(fd).st_mtime < ABANDONED_AFTER:
+            return  # maybe made this moment, not yet held by its process
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         making.unlink(missing_ok=True)
     except BlockingIOError:
@@ -374,6 +437,17 @@ def _delete_abandoned(making: Path) -> None:
 
 _spool: Spool | None = None
 _spool_lock = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    global _spool, _spool_lock
+    _spool_lock = threading.Lock()  # another thread may have held it at the fork
+    if _spool is not None:
+        _spool.forget()
+        _spool = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def get_spool(directory: str | os.PathLike[str]) -> Spool:
