@@ -77,7 +77,7 @@ class Grouped:
         return group, leads
 
     def _join(self, row: Sequence[Any]) -> tuple[_Group, bool]:
-        """Add ``row`` to the waiting group and wait until that group is inserted
+        """Add ``row`` to the waiting group and wait until that group is stored
         (False) or this thread is to lead it (True)."""
         with self._lock:
             group = self._waiting
@@ -97,7 +97,7 @@ class Grouped:
             return group, False
 
     def _lead(self, group: _Group) -> None:
-        """Insert ``group``; its outcome goes to ``group.error``, for each of its threads."""
+        """Store ``group``; its outcome goes to ``group.error``, for each of its threads."""
         try:
             self._store(group.rows)
         except Exception as error:

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DataError, IntegrityError, connections, router, transaction
 
 from ..copy_insert import insert_new
 from ..models import PendingOpen, SpoolCheckpoint
@@ -64,12 +64,16 @@ ROTATE_BYTES = 1 << 20
 ABANDONED_AFTER = 60.0
 #: The most lines one transaction moves.
 MOVE_BATCH = 2000
+#: Errors of a value the database refuses: the other rows of the batch may be fine.
+#: Any other error (the database is down) leaves the whole batch for the next try.
+REFUSED = (DataError, IntegrityError)
 PREFIX = "opens-"
 SUFFIX = ".jsonl"
 
 
 class SpoolNotWritten(Exception):
-    """The write or sync of the group this line was part of failed (cause chained)."""
+    """This line was not synced: its group's write or sync failed (the cause is
+    chained), or the spool is closed."""
 
 
 def line(
@@ -221,8 +225,9 @@ class Spool(Grouped):
         moved = 0
         with self._move:
             with self._io:
-                # What is synced now; a file retired now gets no more lines.
-                files = [(file, file.synced, file is not self._current) for file in self._retired]
+                # What is synced now. A retired file gets no more lines: once moved, it
+                # goes; the current one may be retired meanwhile, and stays till next time.
+                files = [(file, file.synced, True) for file in self._retired]
                 current = self._current
                 if current.synced > current.moved:
                     files.append((current, current.synced, False))
@@ -350,24 +355,14 @@ def _insert(rows: list[PendingOpen], alias: str) -> None:
     try:
         with transaction.atomic(using=alias):
             insert_new(PendingOpen, rows, alias)
-    except DatabaseError as error:
-        if not _refused_value(error):
-            raise
+    except REFUSED:
         for row in rows:
             row.pk = None
             try:
                 with transaction.atomic(using=alias):
                     insert_new(PendingOpen, [row], alias)
-            except DatabaseError as row_error:
-                if not _refused_value(row_error):
-                    raise
-                logger.error("notify_tracking: a spooled open was refused: %s", row_error)
-
-
-def _refused_value(error: DatabaseError) -> bool:
-    from django.db import DataError, IntegrityError
-
-    return isinstance(error, (DataError, IntegrityError))
+            except REFUSED as error:
+                logger.error("notify_tracking: a spooled open was refused: %s", error)
 
 
 def _delete(path: Path, alias: str) -> None:
