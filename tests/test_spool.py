@@ -3,6 +3,7 @@ thread moves the lines into PendingOpen exactly once, also after a crash."""
 
 import datetime as dt
 import fcntl
+import io
 import logging
 import os
 import resource
@@ -14,6 +15,7 @@ import time
 import uuid
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.test import override_settings
 from django.urls import reverse
@@ -460,3 +462,66 @@ def test_a_forked_child_makes_a_spool_of_its_own(spool_dir, monkeypatch):
         spool.shutdown()
         monkeypatch.undo()
         parent.close()
+
+
+# -- manage.py notify_tracking_spool ------------------------------------------------
+
+
+def spool_command(*args):
+    out = io.StringIO()
+    call_command("notify_tracking_spool", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_command_lists_what_waits_and_who_holds_it(quiet_spool, spool_dir):
+    for _ in range(3):
+        quiet_spool.append(an_open())
+    quiet_spool.flush()
+    quiet_spool.append(an_open())  # synced, not moved yet
+    lines = [an_open() for _ in range(4)]
+    dead = orphan(spool_dir, lines, tail=b'["cut off by the crash"')
+    SpoolCheckpoint.objects.create(name=dead.name, offset=len(lines[0]))  # one was moved
+    out = spool_command("--directory", str(spool_dir))
+    assert f"{quiet_spool._current.path.name}: held by a running process, opens waiting: 1" in out
+    assert f"{dead.name}: held by no process, opens waiting: 3" in out
+    assert "Opens not yet in the database: 4, in files: 2." in out
+    assert "Files held by no process (theirs died): 1." in out
+    assert dead.exists()  # listed, not moved
+    assert PendingOpen.objects.count() == 3
+
+
+def test_the_command_recovers_the_files_no_process_holds(quiet_spool, spool_dir, settings):
+    quiet_spool.append(an_open(ua="live"))
+    dead = orphan(spool_dir, [an_open(ua="dead 1"), an_open(ua="dead 2")])
+    with override_settings(
+        NOTIFY_TRACKING={**settings.NOTIFY_TRACKING, "OPEN_SPOOL_DIR": str(spool_dir)}
+    ):
+        out = spool_command("--recover")
+    assert "Opens moved into the database: 2 (the task applies them)." in out
+    assert not dead.exists()
+    assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == ["dead 1", "dead 2"]
+    assert "Opens not yet in the database: 1, in files: 1." in out  # the live one's
+    assert "held by no process" not in out
+
+
+def test_the_command_says_when_a_file_could_not_be_moved(spool_dir, monkeypatch):
+    dead = orphan(spool_dir, [an_open()])
+
+    def database_down(*args):
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(spool, "_insert", database_down)
+    message = "Files held by no process that could not be moved or deleted: 1"
+    with pytest.raises(CommandError, match=message):
+        spool_command("--directory", str(spool_dir), "--recover")
+    assert dead.exists()
+    assert not PendingOpen.objects.exists()
+
+
+def test_the_command_needs_a_spool_directory(spool_dir, settings):
+    with pytest.raises(CommandError, match="OPEN_SPOOL_DIR is not set"):
+        spool_command()
+    with pytest.raises(CommandError, match="is not a directory"):
+        spool_command("--directory", str(spool_dir / "missing"))
+    out = spool_command("--directory", str(spool_dir))
+    assert "Opens not yet in the database: 0, in files: 0." in out

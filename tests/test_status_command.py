@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from notify_tracking import status as st
-from notify_tracking.models import Delivery
+from notify_tracking.models import Delivery, PendingOpen
 from tests.activity_support import make_notification, record
 
 pytestmark = pytest.mark.django_db
@@ -77,6 +77,21 @@ def test_a_failure_shows_its_error(task):
     output = status_of("gone@example.com")
     assert "  error: 550 5.1.1 user unknown\n" in output
     assert "bounced       via Delivery report  reason: 550 5.1.1 user unknown" in output
+
+
+def test_pixel_loads_not_yet_applied_are_counted(task):
+    waiting = make_notification(task, ["gina@example.com"]).deliveries.get()
+    applied = make_notification(task, ["gina@example.com"]).deliveries.get()
+    other = make_notification(task, ["hal@example.com"]).deliveries.get()
+    for token in (waiting.token, waiting.token, other.token):
+        PendingOpen.objects.create(token=token, occurred_at=START, user_agent="Mozilla/5.0")
+    blocks = status_of("gina@example.com").split("\n\n")[1:]  # one per delivery
+    by_delivery = {block.split()[0]: block.splitlines() for block in blocks}
+    assert by_delivery[f"#{waiting.pk}"][-1] == (
+        "  + 2 pixel loads received, not applied yet (the Celery task that applies opens "
+        "has not run them; it classifies them then)"
+    )
+    assert by_delivery[f"#{applied.pk}"][-1].endswith("accepted by the app")
 
 
 def test_newest_first_and_limited(task):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import ipaddress
@@ -44,7 +45,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.db import DataError, IntegrityError, connections, router, transaction
 
@@ -339,14 +340,20 @@ def _lines(path: Path, offset: int, end: int | None) -> list[bytes]:
     """The whole lines of ``path`` from ``offset`` to ``end`` (None: its end), at most
     ``MOVE_BATCH`` of them."""
     with path.open("rb") as spool:
-        spool.seek(offset)
-        data = spool.read(-1 if end is None else max(end - offset, 0))
+        return _whole_lines(spool, offset, end).splitlines(keepends=True)[:MOVE_BATCH]
+
+
+def _whole_lines(spool: BinaryIO, offset: int, end: int | None) -> bytes:
+    """The bytes of ``spool`` from ``offset`` to ``end`` (None: its end), cut after the
+    last whole line."""
+    spool.seek(offset)
+    data = spool.read(-1 if end is None else max(end - offset, 0))
     # A crash can leave zeros where the data of a write that was never synced (so
     # never answered) was to go: only the tail, after every synced line.
     unwritten = data.find(b"\0")
     if unwritten >= 0:
         data = data[:unwritten]
-    return data[: data.rfind(b"\n") + 1].splitlines(keepends=True)[:MOVE_BATCH]
+    return data[: data.rfind(b"\n") + 1]
 
 
 def _insert(rows: list[PendingOpen], alias: str) -> None:
@@ -410,6 +417,45 @@ def recover(directory: str | os.PathLike[str]) -> int:
 
         nudge()
     return moved
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolFile:
+    """What :func:`inspect` found of one spool file."""
+
+    name: str
+    #: A live process holds it: the one that writes to it, or one moving it now.
+    held: bool
+    #: Its whole lines after its checkpoint: opens not yet in the database.
+    waiting: int
+
+
+def inspect(directory: str | os.PathLike[str]) -> list[SpoolFile]:
+    """The spool files in ``directory``, by name, with what each holds that is not yet
+    in the database (for ``manage.py notify_tracking_spool``). Takes no lock that a
+    writer or a mover would wait for. Raises if the checkpoints cannot be read."""
+    paths = sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"))
+    offsets = dict(
+        SpoolCheckpoint.objects.using(router.db_for_write(PendingOpen))
+        .filter(name__in=[path.name for path in paths])
+        .values_list("name", "offset")
+    )
+    found = []
+    for path in paths:
+        try:
+            spool = path.open("rb")
+        except FileNotFoundError:
+            continue  # moved and deleted meanwhile
+        with spool:
+            try:
+                # Shared: another look does not conflict, the holder's lock does.
+                fcntl.flock(spool.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = False
+            except BlockingIOError:
+                held = True
+            lines = _whole_lines(spool, offsets.get(path.name, 0), None).count(b"\n")
+        found.append(SpoolFile(path.name, held, lines))
+    return found
 
 
 def _delete_abandoned(making: Path) -> None:

@@ -7,15 +7,16 @@ each with its timeline (time, event, source, whether it was automated, the reaso
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch
 from django.utils import timezone
 
 from ...activity.filters import FilterError, base_queryset, parse
 from ...conf import get_setting
-from ...models import Delivery, DeliveryEvent
+from ...models import Delivery, DeliveryEvent, PendingOpen
 
 MAX_LIMIT = 1000
 #: Events printed per delivery; more are summed up in one line.
@@ -44,9 +45,10 @@ class Command(BaseCommand):
             self.stdout.write(self._nothing_found(address))
             return
         self.stdout.write(f"Deliveries to {address}, newest first ({len(deliveries)} shown):")
+        waiting = opens_waiting(deliveries)
         for delivery in deliveries:
             self.stdout.write("")
-            for line in delivery_lines(delivery):
+            for line in delivery_lines(delivery, waiting.get(delivery.token, 0)):
                 self.stdout.write(line)
 
     def _nothing_found(self, address: str) -> str:
@@ -57,8 +59,20 @@ class Command(BaseCommand):
         )
 
 
-def delivery_lines(delivery: Delivery) -> list[str]:
-    """A delivery's summary lines, then one line per event."""
+def opens_waiting(deliveries: list[Delivery]) -> dict[uuid.UUID, int]:
+    """Pixel loads not yet applied (``PendingOpen``), by delivery token: one query."""
+    counts = (
+        PendingOpen.objects.filter(token__in=[delivery.token for delivery in deliveries])
+        .values("token")
+        .annotate(loads=Count("pk"))
+        .values_list("token", "loads")
+    )
+    return dict(counts)
+
+
+def delivery_lines(delivery: Delivery, opens_waiting: int = 0) -> list[str]:
+    """A delivery's summary lines, then one line per event, then the pixel loads that
+    wait to be applied."""
     notification = delivery.notification
     content_type = notification.content_type
     sender = notification.sender.get_username() if notification.sender else "-"
@@ -78,6 +92,11 @@ def delivery_lines(delivery: Delivery) -> list[str]:
     lines.extend(event_line(event) for event in events[:EVENTS_SHOWN])
     if len(events) > EVENTS_SHOWN:
         lines.append(f"  ... and {len(events) - EVENTS_SHOWN} later events")
+    if opens_waiting:
+        lines.append(
+            f"  + {opens_waiting} pixel loads received, not applied yet (the Celery task "
+            "that applies opens has not run them; it classifies them then)"
+        )
     return lines
 
 
