@@ -6,10 +6,13 @@ import fcntl
 import io
 import logging
 import os
+import pathlib
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +24,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from notify_tracking.management.commands import notify_tracking_spool as spool_command_module
 from notify_tracking.models import PendingOpen, SpoolCheckpoint
 from notify_tracking.tasks import apply_pending_opens
 from notify_tracking.tracking import spool, tokens
@@ -505,13 +509,14 @@ def test_the_command_recovers_the_files_no_process_holds(quiet_spool, spool_dir,
 
 
 def test_the_command_says_when_a_file_could_not_be_moved(spool_dir, monkeypatch):
+    monkeypatch.setattr(spool_command_module, "RECOVER_PAUSE", 0)
     dead = orphan(spool_dir, [an_open()])
 
     def database_down(*args):
         raise OperationalError("the database is down")
 
     monkeypatch.setattr(spool, "_insert", database_down)
-    message = "Files held by no process that could not be moved or deleted: 1"
+    message = "Files held by no process that are still there: 1"
     with pytest.raises(CommandError, match=message):
         spool_command("--directory", str(spool_dir), "--recover")
     assert dead.exists()
@@ -525,3 +530,74 @@ def test_the_command_needs_a_spool_directory(spool_dir, settings):
         spool_command("--directory", str(spool_dir / "missing"))
     out = spool_command("--directory", str(spool_dir))
     assert "Opens not yet in the database: 0, in files: 0." in out
+
+
+def test_recover_tries_again_a_file_that_another_look_held(spool_dir, monkeypatch):
+    monkeypatch.setattr(spool_command_module, "RECOVER_PAUSE", 0)
+    dead = orphan(spool_dir, [an_open(ua="dead")])
+    looker = os.open(dead, os.O_RDONLY)  # another notify_tracking_spool, listing
+    fcntl.flock(looker, fcntl.LOCK_SH)
+    real_recover = spool.recover
+    tries = []
+
+    def recover_then_look_away(directory):
+        moved = real_recover(directory)  # the first time it skips the file: held
+        if not tries:
+            os.close(looker)
+        tries.append(moved)
+        return moved
+
+    monkeypatch.setattr(spool, "recover", recover_then_look_away)
+    out = spool_command("--directory", str(spool_dir), "--recover")
+    assert tries == [0, 1]
+    assert "Opens moved into the database: 1 (the task applies them)." in out
+    assert not dead.exists()
+    assert PendingOpen.objects.get().user_agent == "dead"
+
+
+def test_a_file_deleted_while_it_is_listed_is_left_out(quiet_spool, spool_dir, monkeypatch):
+    quiet_spool.append(an_open())
+    dead = orphan(spool_dir, [an_open()])
+    real_flock = fcntl.flock
+    dead_inode = dead.stat().st_ino
+
+    def deleted_meanwhile(fd, operation):
+        if os.fstat(fd).st_ino == dead_inode:
+            dead.unlink()  # its mover deleted it between the open and the lock
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(spool.fcntl, "flock", deleted_meanwhile)
+    assert [file.name for file in spool.inspect(spool_dir)] == [quiet_spool._current.path.name]
+
+
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+READ_AS_NOBODY = """
+import django, sys
+django.setup()
+from django.core.management import call_command
+call_command("notify_tracking_spool", "--directory", sys.argv[1], "--recover")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the command as another user")
+def test_the_command_refuses_a_directory_it_cannot_read(tmp_path_factory):
+    # Outside pytest's own temporary folder, which only root may enter.
+    parent = tempfile.mkdtemp(prefix="nt-spool-perm-", dir="/tmp")
+    os.chmod(parent, 0o755)  # noqa: S103 (only the directory inside is the spool's)
+    directory = os.path.join(parent, "spool")
+    os.mkdir(directory, 0o700)  # as the docs ask: the web processes' user only
+    try:
+        orphan(pathlib.Path(directory), [an_open()])
+        result = subprocess.run(
+            [*AS_NOBODY, sys.executable, "-c", READ_AS_NOBODY, directory],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=pathlib.Path(__file__).resolve().parent.parent,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        )
+        assert result.returncode != 0
+        assert f"cannot read and write {directory}: run this command as the user" in result.stderr
+        assert len(os.listdir(directory)) == 1  # not taken for an empty spool
+    finally:
+        shutil.rmtree(parent)

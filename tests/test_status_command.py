@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from notify_tracking import status as st
 from notify_tracking.models import Delivery, PendingOpen
+from notify_tracking.tasks import apply_pending_opens
 from tests.activity_support import make_notification, record
+from tests.tracking_support import HTML, html_of, path, pixel_urls, send
 
 pytestmark = pytest.mark.django_db
 START = timezone.make_aware(dt.datetime(2025, 3, 4, 9, 0, 0))
@@ -92,6 +94,26 @@ def test_pixel_loads_not_yet_applied_are_counted(task):
         "has not run them; it classifies them then)"
     )
     assert by_delivery[f"#{applied.pk}"][-1].endswith("accepted by the app")
+
+
+def test_a_load_of_a_shared_email_counts_for_each_recipient(
+    client, task, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "ONE_EMAIL_PER_NOTIFICATION": True}
+    (message,) = send(
+        django_capture_on_commit_callbacks, task, ["ivy@example.com", "jay@example.com"], html=HTML
+    )
+    (pixel,) = pixel_urls(html_of(message))
+    # No worker: the load waits for the task (the nudge only enqueues it).
+    monkeypatch.setitem(apply_pending_opens.app.conf, "task_always_eager", False)
+    client.get(path(pixel), HTTP_USER_AGENT="Mozilla/5.0 Thunderbird/128.0")
+    assert PendingOpen.objects.get().group is True  # one row, one delivery's token
+    for address in ("ivy@example.com", "jay@example.com"):
+        assert "  + 1 pixel loads received, not applied yet" in status_of(address)
+    other = make_notification(task, ["ivy@example.com"]).deliveries.get()
+    blocks = status_of("ivy@example.com").split("\n\n")[1:]
+    (other_block,) = [block for block in blocks if block.startswith(f"#{other.pk} ")]
+    assert "pixel loads" not in other_block  # another notification to the same address
 
 
 def test_newest_first_and_limited(task):

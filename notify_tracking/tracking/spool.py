@@ -387,13 +387,25 @@ def recover(directory: str | os.PathLike[str]) -> int:
     return how many lines were moved. Never raises."""
     alias = router.db_for_write(PendingOpen)
     for making in Path(directory).glob(f".{PREFIX}*{SUFFIX}.new"):
-        _delete_abandoned(making)
+        try:
+            _delete_abandoned(making)
+        except OSError:
+            logger.warning(
+                "notify_tracking: cannot delete the abandoned spool file %s", making, exc_info=True
+            )
     moved = 0
     for path in sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}")):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # moved meanwhile by another process
+        except OSError:
+            logger.warning(
+                "notify_tracking: cannot open the spool file %s; its opens stay there",
+                path,
+                exc_info=True,
+            )
+            continue
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -453,6 +465,8 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolFile]:
                 held = False
             except BlockingIOError:
                 held = True
+            if os.fstat(spool.fileno()).st_nlink == 0:
+                continue  # moved and deleted between the open and the lock
             lines = _whole_lines(spool, offsets.get(path.name, 0), None).count(b"\n")
         found.append(SpoolFile(path.name, held, lines))
     return found

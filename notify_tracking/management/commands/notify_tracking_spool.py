@@ -10,6 +10,8 @@ a host's web processes are retired, say).
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,11 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...conf import get_setting
 from ...tracking import spool
+
+#: How many times --recover tries while a file held by no process is left.
+RECOVER_TRIES = 3
+#: Seconds between two tries.
+RECOVER_PAUSE = 0.2
 
 
 class Command(BaseCommand):
@@ -41,11 +48,18 @@ class Command(BaseCommand):
             raise CommandError("OPEN_SPOOL_DIR is not set: give the spool's --directory")
         if not Path(directory).is_dir():
             raise CommandError(f"{directory} is not a directory")
+        if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+            # Else the files would look absent (a directory that cannot be listed).
+            raise CommandError(
+                f"cannot read and write {directory}: run this command as the user of the "
+                "web processes that use it"
+            )
         self.stdout.write(f"Spool directory: {directory}")
         if recover:
-            moved = spool.recover(directory)
+            moved, files = self._recover(directory)
             self.stdout.write(f"Opens moved into the database: {moved} (the task applies them).")
-        files = self._inspect(directory)
+        else:
+            files = self._inspect(directory)
         for file in files:
             holder = "held by a running process" if file.held else "held by no process"
             self.stdout.write(f"{file.name}: {holder}, opens waiting: {file.waiting}")
@@ -55,10 +69,9 @@ class Command(BaseCommand):
         if not left:
             return
         if recover:
-            # recover() logs why; the files stay for the next try.
             raise CommandError(
-                f"Files held by no process that could not be moved or deleted: {len(left)}; "
-                "see the log"
+                f"Files held by no process that are still there: {len(left)}. Why a file "
+                "could not be moved or deleted is in the log; the file stays for the next try."
             )
         self.stdout.write(
             f"Files held by no process (theirs died): {len(left)}. A web process of this "
@@ -66,8 +79,24 @@ class Command(BaseCommand):
             "--recover moves them now."
         )
 
+    def _recover(self, directory: str) -> tuple[int, list[spool.SpoolFile]]:
+        """Recover, then list; again while a file held by no process is left (at most
+        ``RECOVER_TRIES`` times): one was skipped because another look at the spool held
+        it that moment, or its process died after recover() passed it."""
+        moved = 0
+        for attempt in range(RECOVER_TRIES):
+            if attempt:
+                time.sleep(RECOVER_PAUSE)
+            moved += spool.recover(directory)
+            files = self._inspect(directory)
+            if all(file.held for file in files):
+                break
+        return moved, files
+
     def _inspect(self, directory: str) -> list[spool.SpoolFile]:
         try:
             return spool.inspect(directory)
+        except OSError as error:
+            raise CommandError(f"could not read the spool: {error}") from error
         except Exception as error:
             raise CommandError(f"could not read the spool's checkpoints: {error}") from error

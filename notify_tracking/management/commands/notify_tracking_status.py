@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count, Prefetch
+from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 
 from ...activity.filters import FilterError, base_queryset, parse
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         waiting = opens_waiting(deliveries)
         for delivery in deliveries:
             self.stdout.write("")
-            for line in delivery_lines(delivery, waiting.get(delivery.token, 0)):
+            for line in delivery_lines(delivery, waiting[delivery.pk]):
                 self.stdout.write(line)
 
     def _nothing_found(self, address: str) -> str:
@@ -59,15 +60,37 @@ class Command(BaseCommand):
         )
 
 
-def opens_waiting(deliveries: list[Delivery]) -> dict[uuid.UUID, int]:
-    """Pixel loads not yet applied (``PendingOpen``), by delivery token: one query."""
-    counts = (
-        PendingOpen.objects.filter(token__in=[delivery.token for delivery in deliveries])
-        .values("token")
+def opens_waiting(deliveries: list[Delivery]) -> dict[int, int]:
+    """Pixel loads not yet applied (``PendingOpen``), by delivery pk: one query, two
+    when a load of a shared email waits. Such a load (one email to all recipients)
+    carries the token of one of the email's deliveries and is applied to each of them
+    (those of its notification and channel): it counts for each."""
+    notifications = {delivery.notification_id for delivery in deliveries}
+    shared_tokens = Delivery.objects.filter(notification_id__in=notifications).values("token")
+    rows = (
+        PendingOpen.objects.filter(
+            Q(token__in=[delivery.token for delivery in deliveries])
+            | Q(group=True, token__in=shared_tokens)
+        )
+        .values("token", "group")
         .annotate(loads=Count("pk"))
-        .values_list("token", "loads")
+        .values_list("token", "group", "loads")
     )
-    return dict(counts)
+    own: Counter[uuid.UUID] = Counter()
+    shared: Counter[uuid.UUID] = Counter()
+    for token, group, loads in rows:
+        (shared if group else own)[token] += loads
+    by_email: Counter[tuple[int, str]] = Counter()
+    if shared:
+        emails = Delivery.objects.filter(token__in=list(shared)).values_list(
+            "token", "notification_id", "channel"
+        )
+        for token, notification_id, channel in emails:
+            by_email[(notification_id, channel)] += shared[token]
+    return {
+        delivery.pk: own[delivery.token] + by_email[(delivery.notification_id, delivery.channel)]
+        for delivery in deliveries
+    }
 
 
 def delivery_lines(delivery: Delivery, opens_waiting: int = 0) -> list[str]:
