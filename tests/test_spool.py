@@ -580,7 +580,7 @@ call_command("notify_tracking_spool", "--directory", sys.argv[1], "--recover")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the command as another user")
-def test_the_command_refuses_a_directory_it_cannot_read(tmp_path_factory):
+def test_the_command_refuses_a_directory_it_cannot_read():
     # Outside pytest's own temporary folder, which only root may enter.
     if subprocess.run([*AS_NOBODY, sys.executable, "-c", "pass"], check=False).returncode:
         pytest.skip("the user nobody cannot run this Python here")
