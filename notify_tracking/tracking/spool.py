@@ -445,7 +445,8 @@ class SpoolFile:
 def inspect(directory: str | os.PathLike[str]) -> list[SpoolFile]:
     """The spool files in ``directory``, by name, with what each holds that is not yet
     in the database (for ``manage.py notify_tracking_spool``). Takes no lock that a
-    writer or a mover would wait for. Raises if the checkpoints cannot be read."""
+    writer or a mover would wait for. Raises if the checkpoints cannot be read, or a
+    file cannot be opened (``OSError``)."""
     paths = sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"))
     offsets = dict(
         SpoolCheckpoint.objects.using(router.db_for_write(PendingOpen))
