@@ -10,8 +10,9 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from notify_tracking import status as st
-from notify_tracking.models import Delivery, PendingOpen
+from notify_tracking.models import Delivery, PendingOpen, SpoolCheckpoint
 from notify_tracking.tasks import apply_pending_opens
+from notify_tracking.tracking import spool
 from tests.activity_support import make_notification, record
 from tests.tracking_support import HTML, html_of, path, pixel_urls, send
 
@@ -114,6 +115,67 @@ def test_a_load_of_a_shared_email_counts_for_each_recipient(
     blocks = status_of("ivy@example.com").split("\n\n")[1:]
     (other_block,) = [block for block in blocks if block.startswith(f"#{other.pk} ")]
     assert "pixel loads" not in other_block  # another notification to the same address
+
+
+def spool_line(delivery: Delivery, group: bool = False) -> bytes:
+    return spool.line(delivery.token, group, START, "Mozilla/5.0", "192.0.2.7")
+
+
+def use_spool(settings, directory) -> None:
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "OPEN_SPOOL_DIR": str(directory)}
+
+
+def test_loads_still_in_this_host_spool_are_counted_too(task, settings, tmp_path):
+    use_spool(settings, tmp_path)
+    waiting = make_notification(task, ["gina@example.com"]).deliveries.get()
+    other = make_notification(task, ["hal@example.com"]).deliveries.get()
+    shared = make_notification(task, ["gina@example.com", "ivy@example.com"])
+    gina_shared = shared.deliveries.get(recipient="gina@example.com")
+    ivy_shared = shared.deliveries.get(recipient="ivy@example.com")
+    moved = spool_line(waiting)  # in PendingOpen already: before the checkpoint
+    lines = [moved, spool_line(waiting), spool_line(other), b"not a pixel load\n"]
+    dead = tmp_path / f"{spool.PREFIX}{'a' * 32}{spool.SUFFIX}"
+    dead.write_bytes(b"".join(lines) + b'["cut off by a crash"')
+    SpoolCheckpoint.objects.create(name=dead.name, offset=len(moved))
+    live = tmp_path / f"{spool.PREFIX}{'b' * 32}{spool.SUFFIX}"
+    live.write_bytes(spool_line(waiting) + spool_line(ivy_shared, group=True))
+    PendingOpen.objects.create(token=waiting.token, occurred_at=START, user_agent="Mozilla/5.0")
+
+    blocks = status_of("gina@example.com").split("\n\n")[1:]
+    by_delivery = {block.split()[0]: block.splitlines() for block in blocks[:-1]}
+    assert by_delivery[f"#{waiting.pk}"][-1].startswith("  + 3 pixel loads received")
+    # The load of the shared email carries ivy's token and counts for gina too.
+    assert by_delivery[f"#{gina_shared.pk}"][-1].startswith("  + 1 pixel loads received")
+    assert blocks[-1] == (
+        f"Note: the pixel loads not applied yet include those in this host's spool "
+        f"({tmp_path}); pixel loads still in the spool files of other web hosts are not "
+        "counted (manage.py notify_tracking_spool lists them on each).\n"
+    )
+    assert dead.read_bytes().startswith(moved) and live.exists()  # read, not moved
+    assert PendingOpen.objects.count() == 1
+
+
+def test_without_this_host_spool_the_database_loads_are_still_counted(task, settings, tmp_path):
+    use_spool(settings, tmp_path / "absent")
+    waiting = make_notification(task, ["gina@example.com"]).deliveries.get()
+    PendingOpen.objects.create(token=waiting.token, occurred_at=START, user_agent="Mozilla/5.0")
+    blocks = status_of("gina@example.com").split("\n\n")
+    assert blocks[1].splitlines()[-1].startswith("  + 1 pixel loads received")
+    assert blocks[2].startswith(
+        f"Note: this host has no spool directory {tmp_path / 'absent'}; pixel loads still in "
+        "the spool files of other web hosts are not counted"
+    )
+
+
+def test_a_spool_that_cannot_be_read_is_said_and_nothing_else_is_lost(task, settings, tmp_path):
+    use_spool(settings, tmp_path)
+    waiting = make_notification(task, ["gina@example.com"]).deliveries.get()
+    PendingOpen.objects.create(token=waiting.token, occurred_at=START, user_agent="Mozilla/5.0")
+    (tmp_path / f"{spool.PREFIX}{'c' * 32}{spool.SUFFIX}").mkdir()  # named as a file, not one
+    blocks = status_of("gina@example.com").split("\n\n")
+    assert blocks[1].splitlines()[-1].startswith("  + 1 pixel loads received")
+    assert blocks[2].startswith("Note: could not read this host's spool ([Errno 21] Is a directory")
+    assert "the loads in it are not counted, and pixel loads still in" in blocks[2]
 
 
 def test_newest_first_and_limited(task):

@@ -32,6 +32,7 @@ See docs/tracking.md, "How an open is recorded".
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -447,6 +448,30 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolFile]:
     in the database (for ``manage.py notify_tracking_spool``). Takes no lock that a
     writer or a mover would wait for. Raises if the checkpoints cannot be read, or a
     file cannot be opened (``OSError``)."""
+    return [
+        SpoolFile(name, held, unmoved.count(b"\n")) for name, held, unmoved in _unmoved(directory)
+    ]
+
+
+def waiting_loads(directory: str | os.PathLike[str]) -> collections.Counter[tuple[uuid.UUID, bool]]:
+    """How many pixel loads not yet in the database the spool files in ``directory``
+    hold, by token and whether the load is of a shared email (for ``manage.py
+    notify_tracking_status``). A line that is not a pixel load is left out: the mover
+    logs it when it skips it. Raises as :func:`inspect`."""
+    loads: collections.Counter[tuple[uuid.UUID, bool]] = collections.Counter()
+    for _name, _held, unmoved in _unmoved(directory):
+        for raw in unmoved.splitlines():
+            try:
+                token, group = json.loads(raw)[:2]
+                loads[(uuid.UUID(hex=token), bool(group))] += 1
+            except (ValueError, TypeError):
+                continue
+    return loads
+
+
+def _unmoved(directory: str | os.PathLike[str]) -> list[tuple[str, bool, bytes]]:
+    """Each spool file in ``directory`` by name: whether a live process holds it, and
+    its whole lines after its checkpoint. Takes a shared lock only, and never waits."""
     paths = sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"))
     offsets = dict(
         SpoolCheckpoint.objects.using(router.db_for_write(PendingOpen))
@@ -468,8 +493,8 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolFile]:
                 held = True
             if os.fstat(spool.fileno()).st_nlink == 0:
                 continue  # moved and deleted between the open and the lock
-            lines = _whole_lines(spool, offsets.get(path.name, 0), None).count(b"\n")
-        found.append(SpoolFile(path.name, held, lines))
+            unmoved = _whole_lines(spool, offsets.get(path.name, 0), None)
+        found.append((path.name, held, unmoved))
     return found
 
 

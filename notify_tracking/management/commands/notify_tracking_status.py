@@ -1,12 +1,16 @@
 """``manage.py notify_tracking_status <address>``: what became of the messages to an address.
 
 For support staff at a shell: the recent deliveries to that address, newest first,
-each with its timeline (time, event, source, whether it was automated, the reason).
+each with its timeline (time, event, source, whether it was automated, the reason),
+and the pixel loads received but not applied yet: those in the database, and, with
+``OPEN_SPOOL_DIR``, those still in this host's spool files (other hosts' files are
+on their disks: ``manage.py notify_tracking_spool`` lists them there).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections import Counter
 from typing import Any
@@ -18,6 +22,10 @@ from django.utils import timezone
 from ...activity.filters import FilterError, base_queryset, parse
 from ...conf import get_setting
 from ...models import Delivery, DeliveryEvent, PendingOpen
+from ...tracking import spool
+
+#: What a spool's waiting loads are counted by: the token, and whether of a shared email.
+Spooled = Counter[tuple[uuid.UUID, bool]]
 
 MAX_LIMIT = 1000
 #: Events printed per delivery; more are summed up in one line.
@@ -46,11 +54,17 @@ class Command(BaseCommand):
             self.stdout.write(self._nothing_found(address))
             return
         self.stdout.write(f"Deliveries to {address}, newest first ({len(deliveries)} shown):")
-        waiting = opens_waiting(deliveries)
+        # The spool first: a load moved into the database meanwhile is then counted
+        # twice, rather than not at all.
+        spooled, spool_note = spooled_loads()
+        waiting = opens_waiting(deliveries, spooled)
         for delivery in deliveries:
             self.stdout.write("")
             for line in delivery_lines(delivery, waiting[delivery.pk]):
                 self.stdout.write(line)
+        if spool_note:
+            self.stdout.write("")
+            self.stdout.write(spool_note)
 
     def _nothing_found(self, address: str) -> str:
         days = get_setting("RETENTION_DAYS")
@@ -60,11 +74,43 @@ class Command(BaseCommand):
         )
 
 
-def opens_waiting(deliveries: list[Delivery]) -> dict[int, int]:
-    """Pixel loads not yet applied (``PendingOpen``), by delivery pk: one query, two
-    when a load of a shared email waits. Such a load (one email to all recipients)
-    carries the token of one of the email's deliveries and is applied to each of them
-    (those of its notification and channel): it counts for each."""
+def spooled_loads() -> tuple[Spooled, str]:
+    """The pixel loads in this host's spool files (``OPEN_SPOOL_DIR``) that are not yet
+    in the database, and a note on what was counted (empty without a spool)."""
+    directory = get_setting("OPEN_SPOOL_DIR")
+    if directory is None:
+        return Counter(), ""
+    elsewhere = (
+        "pixel loads still in the spool files of other web hosts are not counted "
+        "(manage.py notify_tracking_spool lists them on each)."
+    )
+    if not os.path.isdir(directory):
+        return Counter(), f"Note: this host has no spool directory {directory}; {elsewhere}"
+    if not os.access(directory, os.R_OK | os.X_OK):
+        # Else its files would look absent (a directory that cannot be listed).
+        return Counter(), (
+            f"Note: cannot read the spool directory {directory} (run this command as the "
+            f"user of the web processes to count the loads in it); {elsewhere}"
+        )
+    try:
+        loads = spool.waiting_loads(directory)
+    except Exception as error:
+        return Counter(), (
+            f"Note: could not read this host's spool ({error}); the loads in it are not "
+            f"counted, and {elsewhere}"
+        )
+    return loads, (
+        f"Note: the pixel loads not applied yet include those in this host's spool "
+        f"({directory}); {elsewhere}"
+    )
+
+
+def opens_waiting(deliveries: list[Delivery], spooled: Spooled | None = None) -> dict[int, int]:
+    """Pixel loads not yet applied (``PendingOpen``, and ``spooled``: those of a
+    spool), by delivery pk: one query, two when a load of a shared email waits. Such a
+    load (one email to all recipients) carries the token of one of the email's
+    deliveries and is applied to each of them (those of its notification and channel):
+    it counts for each."""
     notifications = {delivery.notification_id for delivery in deliveries}
     shared_tokens = Delivery.objects.filter(notification_id__in=notifications).values("token")
     rows = (
@@ -80,9 +126,12 @@ def opens_waiting(deliveries: list[Delivery]) -> dict[int, int]:
     shared: Counter[uuid.UUID] = Counter()
     for token, group, loads in rows:
         (shared if group else own)[token] += loads
+    for (token, group), loads in (spooled or {}).items():
+        (shared if group else own)[token] += loads
     by_email: Counter[tuple[int, str]] = Counter()
     if shared:
-        emails = Delivery.objects.filter(token__in=list(shared)).values_list(
+        # Those of the notifications shown: a spool holds loads of any email.
+        emails = Delivery.objects.filter(notification_id__in=notifications).values_list(
             "token", "notification_id", "channel"
         )
         for token, notification_id, channel in emails:
