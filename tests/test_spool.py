@@ -319,12 +319,14 @@ def test_a_corrupt_line_is_skipped_and_logged(spool_dir, caplog):
             b"not json at all\n",
             b"[1, 2]\n",
             an_open(ip="not an address"),
+            b'[1, false, "2025-03-04T09:00:00+00:00", "a number for a token", null]\n',
+            an_open(ua="without its offset").replace(b"+00:00", b""),
             an_open(ua="last"),
         ],
     )
     with caplog.at_level(logging.ERROR):
         assert spool.recover(spool_dir) == 2
-    assert caplog.text.count("is not a pixel load") == 3
+    assert caplog.text.count("is not a pixel load") == 5
     assert sorted(PendingOpen.objects.values_list("user_agent", flat=True)) == ["first", "last"]
 
 

@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from notify_tracking import status as st
@@ -117,6 +118,27 @@ def test_a_load_of_a_shared_email_counts_for_each_recipient(
     assert "pixel loads" not in other_block  # another notification to the same address
 
 
+def test_a_load_applied_while_the_command_reads_is_never_missed(task):
+    """The waiting loads are read before the timelines: a load applied in between shows
+    in its timeline (read after), not nowhere."""
+    delivery = make_notification(task, ["gina@example.com"]).deliveries.get()
+    record(delivery, st.SENT, at=START)
+    PendingOpen.objects.create(
+        token=delivery.token, occurred_at=START + dt.timedelta(hours=1), user_agent="Thunderbird"
+    )
+    applied = []
+
+    def apply_just_before_the_waiting_loads_are_read(execute, sql, params, many, context):
+        if not applied and "pendingopen" in sql and "GROUP BY" in sql:
+            applied.append(apply_pending_opens())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(apply_just_before_the_waiting_loads_are_read):
+        output = status_of("gina@example.com")
+    assert applied == [1]
+    assert "  2025-03-04 10:00:00 UTC  opened        via Tracking pixel" in output
+
+
 def spool_line(delivery: Delivery, group: bool = False) -> bytes:
     return spool.line(delivery.token, group, START, "Mozilla/5.0", "192.0.2.7")
 
@@ -133,15 +155,26 @@ def test_loads_still_in_this_host_spool_are_counted_too(task, settings, tmp_path
     gina_shared = shared.deliveries.get(recipient="gina@example.com")
     ivy_shared = shared.deliveries.get(recipient="ivy@example.com")
     moved = spool_line(waiting)  # in PendingOpen already: before the checkpoint
-    lines = [moved, spool_line(waiting), spool_line(other), b"not a pixel load\n"]
+    not_loads = [
+        b"not a pixel load\n",
+        b'[1, false, "2025-03-04T09:00:00+00:00", "a number for a token", null]\n',
+    ]
+    lines = [moved, spool_line(waiting), spool_line(other), *not_loads]
     dead = tmp_path / f"{spool.PREFIX}{'a' * 32}{spool.SUFFIX}"
     dead.write_bytes(b"".join(lines) + b'["cut off by a crash"')
     SpoolCheckpoint.objects.create(name=dead.name, offset=len(moved))
-    live = tmp_path / f"{spool.PREFIX}{'b' * 32}{spool.SUFFIX}"
-    live.write_bytes(spool_line(waiting) + spool_line(ivy_shared, group=True))
+    other_dead = tmp_path / f"{spool.PREFIX}{'b' * 32}{spool.SUFFIX}"
+    other_dead.write_bytes(spool_line(ivy_shared, group=True))
     PendingOpen.objects.create(token=waiting.token, occurred_at=START, user_agent="Mozilla/5.0")
+    live = spool.Spool(tmp_path, start_thread=False)  # a web process's file, held by it
+    live.append(spool_line(waiting))  # synced, not moved yet
 
-    blocks = status_of("gina@example.com").split("\n\n")[1:]
+    try:
+        blocks = status_of("gina@example.com").split("\n\n")[1:]
+        assert dead.read_bytes().startswith(moved) and other_dead.exists()  # read, not moved
+        assert PendingOpen.objects.count() == 1
+    finally:
+        live.close()
     by_delivery = {block.split()[0]: block.splitlines() for block in blocks[:-1]}
     assert by_delivery[f"#{waiting.pk}"][-1].startswith("  + 3 pixel loads received")
     # The load of the shared email carries ivy's token and counts for gina too.
@@ -151,8 +184,43 @@ def test_loads_still_in_this_host_spool_are_counted_too(task, settings, tmp_path
         f"({tmp_path}); pixel loads still in the spool files of other web hosts are not "
         "counted (manage.py notify_tracking_spool lists them on each).\n"
     )
-    assert dead.read_bytes().startswith(moved) and live.exists()  # read, not moved
-    assert PendingOpen.objects.count() == 1
+
+
+def test_a_load_moved_while_the_command_reads_is_never_missed(
+    task, settings, tmp_path, monkeypatch
+):
+    """The spool is read before the waiting rows: a load moved in between is in the
+    rows (read after), not nowhere."""
+    use_spool(settings, tmp_path)
+    # No worker: the moved load waits for the task (the nudge only enqueues it).
+    monkeypatch.setitem(apply_pending_opens.app.conf, "task_always_eager", False)
+    delivery = make_notification(task, ["gina@example.com"]).deliveries.get()
+    dead = tmp_path / f"{spool.PREFIX}{'d' * 32}{spool.SUFFIX}"
+    dead.write_bytes(spool_line(delivery))
+    recovered = []
+
+    def recover_just_before_the_checkpoints_are_read(execute, sql, params, many, context):
+        if not recovered and "spoolcheckpoint" in sql:
+            recovered.append(None)  # first: recover() reads checkpoints too
+            recovered[0] = spool.recover(tmp_path)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(recover_just_before_the_checkpoints_are_read):
+        output = status_of("gina@example.com")
+    assert recovered == [1]
+    assert not dead.exists()
+    assert "  + 1 pixel loads received, not applied yet" in output
+
+
+def test_a_spool_path_that_is_not_a_directory_is_said(task, settings, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    use_spool(settings, tmp_path / "a-file")
+    make_notification(task, ["gina@example.com"])
+    assert status_of("gina@example.com").endswith(
+        f"\n\nNote: the spool's path {tmp_path / 'a-file'} is not a directory; pixel loads "
+        "still in the spool files of other web hosts are not counted (manage.py "
+        "notify_tracking_spool lists them on each).\n"
+    )
 
 
 def test_without_this_host_spool_the_database_loads_are_still_counted(task, settings, tmp_path):

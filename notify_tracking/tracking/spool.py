@@ -44,7 +44,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -86,17 +86,24 @@ def line(
 
 
 def _parse(raw: bytes) -> PendingOpen:
-    """The pending open of one line; ValueError or TypeError for anything else."""
-    token, group, occurred_at, user_agent, ip = json.loads(raw)
-    if ip is not None:
-        ipaddress.ip_address(ip)
-    return PendingOpen(
-        token=uuid.UUID(hex=token),
-        group=bool(group),
-        occurred_at=dt.datetime.fromisoformat(occurred_at),
-        user_agent=str(user_agent),
-        ip_address=ip,
-    )
+    """The pending open of one line; ValueError for anything else (a line this module
+    did not write whole: a byte flipped on disk, a file edited by hand)."""
+    try:
+        token, group, occurred_at, user_agent, ip = json.loads(raw)
+        if ip is not None:
+            ipaddress.ip_address(ip)
+        occurred_at = dt.datetime.fromisoformat(occurred_at)
+        if occurred_at.tzinfo is None:
+            raise ValueError("a time without its offset")
+        return PendingOpen(
+            token=uuid.UUID(hex=token),
+            group=bool(group),
+            occurred_at=occurred_at,
+            user_agent=str(user_agent),
+            ip_address=ip,
+        )
+    except (ValueError, TypeError, AttributeError) as error:  # UUID(hex=1): AttributeError
+        raise ValueError(f"not a pixel load: {error}") from error
 
 
 class _File:
@@ -323,7 +330,7 @@ def _move(path: Path, end: int | None, alias: str) -> tuple[int, int]:
             for raw in lines:
                 try:
                     rows.append(_parse(raw))
-                except (ValueError, TypeError):
+                except ValueError:
                     logger.error(
                         "notify_tracking: a spool line of %s is not a pixel load; skipped",
                         path.name,
@@ -456,29 +463,29 @@ def inspect(directory: str | os.PathLike[str]) -> list[SpoolFile]:
 def waiting_loads(directory: str | os.PathLike[str]) -> collections.Counter[tuple[uuid.UUID, bool]]:
     """How many pixel loads not yet in the database the spool files in ``directory``
     hold, by token and whether the load is of a shared email (for ``manage.py
-    notify_tracking_status``). A line that is not a pixel load is left out: the mover
-    logs it when it skips it. Raises as :func:`inspect`."""
+    notify_tracking_status``). A line that the mover would skip (not a pixel load) is
+    left out. Raises as :func:`inspect`."""
     loads: collections.Counter[tuple[uuid.UUID, bool]] = collections.Counter()
     for _name, _held, unmoved in _unmoved(directory):
         for raw in unmoved.splitlines():
             try:
-                token, group = json.loads(raw)[:2]
-                loads[(uuid.UUID(hex=token), bool(group))] += 1
-            except (ValueError, TypeError):
+                load = _parse(raw)
+            except ValueError:
                 continue
+            loads[(load.token, load.group)] += 1
     return loads
 
 
-def _unmoved(directory: str | os.PathLike[str]) -> list[tuple[str, bool, bytes]]:
+def _unmoved(directory: str | os.PathLike[str]) -> Iterator[tuple[str, bool, bytes]]:
     """Each spool file in ``directory`` by name: whether a live process holds it, and
-    its whole lines after its checkpoint. Takes a shared lock only, and never waits."""
+    its whole lines after its checkpoint (one file in memory at a time). Takes a shared
+    lock only, and never waits."""
     paths = sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"))
     offsets = dict(
         SpoolCheckpoint.objects.using(router.db_for_write(PendingOpen))
         .filter(name__in=[path.name for path in paths])
         .values_list("name", "offset")
     )
-    found = []
     for path in paths:
         try:
             spool = path.open("rb")
@@ -494,8 +501,7 @@ def _unmoved(directory: str | os.PathLike[str]) -> list[tuple[str, bool, bytes]]
             if os.fstat(spool.fileno()).st_nlink == 0:
                 continue  # moved and deleted between the open and the lock
             unmoved = _whole_lines(spool, offsets.get(path.name, 0), None)
-        found.append((path.name, held, unmoved))
-    return found
+        yield path.name, held, unmoved
 
 
 def _delete_abandoned(making: Path) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import uuid
 from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Prefetch, Q, prefetch_related_objects
 from django.utils import timezone
 
 from ...activity.filters import FilterError, base_queryset, parse
@@ -30,6 +31,8 @@ Spooled = Counter[tuple[uuid.UUID, bool]]
 MAX_LIMIT = 1000
 #: Events printed per delivery; more are summed up in one line.
 EVENTS_SHOWN = 50
+#: Tokens of shared emails looked up per query (a spool may hold loads of many).
+SHARED_TOKENS_PER_QUERY = 500
 
 
 class Command(BaseCommand):
@@ -48,16 +51,17 @@ class Command(BaseCommand):
             wanted = parse({"recipient": address})
         except FilterError as error:
             raise CommandError(f"address: {error.errors['recipient']}") from None
-        events = Prefetch("events", queryset=DeliveryEvent.objects.order_by("occurred_at", "pk"))
-        deliveries = list(wanted.apply(base_queryset()).prefetch_related(events)[:limit])
+        deliveries = list(wanted.apply(base_queryset())[:limit])
         if not deliveries:
             self.stdout.write(self._nothing_found(address))
             return
         self.stdout.write(f"Deliveries to {address}, newest first ({len(deliveries)} shown):")
-        # The spool first: a load moved into the database meanwhile is then counted
-        # twice, rather than not at all.
+        # Read in the order a load travels backwards: the spool, the waiting rows, then
+        # the events. A load that moves on meanwhile is counted twice, never missed.
         spooled, spool_note = spooled_loads()
         waiting = opens_waiting(deliveries, spooled)
+        events = Prefetch("events", queryset=DeliveryEvent.objects.order_by("occurred_at", "pk"))
+        prefetch_related_objects(deliveries, events)
         for delivery in deliveries:
             self.stdout.write("")
             for line in delivery_lines(delivery, waiting[delivery.pk]):
@@ -84,16 +88,24 @@ def spooled_loads() -> tuple[Spooled, str]:
         "pixel loads still in the spool files of other web hosts are not counted "
         "(manage.py notify_tracking_spool lists them on each)."
     )
-    if not os.path.isdir(directory):
+    cannot_read = (
+        f"Note: cannot read the spool directory {directory} (run this command as the user "
+        f"of the web processes to count the loads in it); {elsewhere}"
+    )
+    try:
+        found = os.stat(directory)
+    except FileNotFoundError:
         return Counter(), f"Note: this host has no spool directory {directory}; {elsewhere}"
+    except OSError:  # a parent directory this user may not enter
+        return Counter(), cannot_read
+    if not stat.S_ISDIR(found.st_mode):
+        return Counter(), f"Note: the spool's path {directory} is not a directory; {elsewhere}"
     if not os.access(directory, os.R_OK | os.X_OK):
-        # Else its files would look absent (a directory that cannot be listed).
-        return Counter(), (
-            f"Note: cannot read the spool directory {directory} (run this command as the "
-            f"user of the web processes to count the loads in it); {elsewhere}"
-        )
+        return Counter(), cannot_read  # else its files would look absent
     try:
         loads = spool.waiting_loads(directory)
+    except PermissionError:  # its files are the web processes' own (0600)
+        return Counter(), cannot_read
     except Exception as error:
         return Counter(), (
             f"Note: could not read this host's spool ({error}); the loads in it are not "
@@ -107,10 +119,10 @@ def spooled_loads() -> tuple[Spooled, str]:
 
 def opens_waiting(deliveries: list[Delivery], spooled: Spooled | None = None) -> dict[int, int]:
     """Pixel loads not yet applied (``PendingOpen``, and ``spooled``: those of a
-    spool), by delivery pk: one query, two when a load of a shared email waits. Such a
-    load (one email to all recipients) carries the token of one of the email's
-    deliveries and is applied to each of them (those of its notification and channel):
-    it counts for each."""
+    spool), by delivery pk: one query, and one more per ``SHARED_TOKENS_PER_QUERY``
+    tokens of shared emails with a load waiting. Such a load (one email to all
+    recipients) carries the token of one of the email's deliveries and is applied to
+    each of them (those of its notification and channel): it counts for each."""
     notifications = {delivery.notification_id for delivery in deliveries}
     shared_tokens = Delivery.objects.filter(notification_id__in=notifications).values("token")
     rows = (
@@ -129,11 +141,12 @@ def opens_waiting(deliveries: list[Delivery], spooled: Spooled | None = None) ->
     for (token, group), loads in (spooled or {}).items():
         (shared if group else own)[token] += loads
     by_email: Counter[tuple[int, str]] = Counter()
-    if shared:
-        # Those of the notifications shown: a spool holds loads of any email.
-        emails = Delivery.objects.filter(notification_id__in=notifications).values_list(
-            "token", "notification_id", "channel"
-        )
+    tokens = list(shared)
+    for start in range(0, len(tokens), SHARED_TOKENS_PER_QUERY):  # a spool's may be many
+        emails = Delivery.objects.filter(
+            notification_id__in=notifications,
+            token__in=tokens[start : start + SHARED_TOKENS_PER_QUERY],
+        ).values_list("token", "notification_id", "channel")
         for token, notification_id, channel in emails:
             by_email[(notification_id, channel)] += shared[token]
     return {
