@@ -210,6 +210,26 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
     return errors
 
 
+@register(Tags.compatibility)
+def check_time_zone_support(app_configs=None, **kwargs) -> list[Error]:
+    """Refuse ``USE_TZ = False``. The app's times are aware (each event's, the scanner
+    window's, the retention cut-off's); with naive ones from Django, not one event
+    could be recorded: a sent message would stay "queued"."""
+    from django.conf import settings
+
+    if settings.USE_TZ:
+        return []
+    return [
+        Error(
+            "notify_tracking needs USE_TZ = True: it records and compares aware times, and "
+            "with USE_TZ = False it could record no event of any delivery.",
+            hint="Set USE_TZ = True in your settings (Django's default since 5.0, and in "
+            "the settings that startproject writes since Django 1.4).",
+            id="notify_tracking.E006",
+        )
+    ]
+
+
 ESP_RECEIVER_UID = "notify_tracking.esp.on_tracking"
 
 

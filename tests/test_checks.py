@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.core.checks import Tags, run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
@@ -71,6 +72,20 @@ def test_not_a_dict():
     assert errors_for(["RETENTION_DAYS"]) == [
         ("notify_tracking.E001", "settings.NOTIFY_TRACKING must be a dict")
     ]
+
+
+def test_use_tz_false_is_refused_by_manage_py_check():
+    """With naive times not one event could be recorded (a sent message stayed queued)."""
+    with override_settings(USE_TZ=False):
+        errors = run_checks(tags=[Tags.compatibility])
+    assert [(error.id, error.msg) for error in errors if error.id.startswith("notify")] == [
+        (
+            "notify_tracking.E006",
+            "notify_tracking needs USE_TZ = True: it records and compares aware times, and "
+            "with USE_TZ = False it could record no event of any delivery.",
+        )
+    ]
+    assert not [error for error in run_checks(tags=[Tags.compatibility]) if error.is_serious()]
 
 
 def test_get_setting_returns_user_value_or_default():
