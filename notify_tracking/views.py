@@ -14,6 +14,7 @@ from django.views.decorators.http import require_safe
 
 from .aggregate import summary
 from .badges import read_png_token, render_png
+from .compat import login_not_required
 from .permissions import can_view
 from .presentation import render_badge
 from .targets import BadTarget, fetch, model_of, parse_pk
@@ -34,6 +35,7 @@ def badge_fragment(request: HttpRequest, target_type: str, pk: str) -> HttpRespo
     return _private(HttpResponse(render_badge(found[0], status, request.user)))
 
 
+@login_not_required  # loaded by mail clients, as the pixel is
 @require_safe
 def badge_png(request: HttpRequest, token: str) -> HttpResponse:
     """The PNG badge of the target a signed token names (see :mod:`notify_tracking.badges`)."""

@@ -12,7 +12,8 @@ happened while recording: a failure is logged, never turned into a 500.
 
 These views are the only GETs of the app that change state: that is their purpose.
 They run outside ``ATOMIC_REQUESTS`` so that a failed recording cannot break the
-answer.
+answer, and without a login under ``LoginRequiredMiddleware``: a recipient's mail
+client has none.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from ..compat import login_not_required
 from ..models import Attachment
 from . import pending, recording, tokens
 from .rewrite import TRACKED_SCHEMES
@@ -95,6 +97,7 @@ def _redirectable(url: str) -> bool:
     return parts.scheme.lower() in TRACKED_SCHEMES and bool(parts.netloc)
 
 
+@login_not_required
 @transaction.non_atomic_requests
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     """The open pixel: record a GET as an open of its delivery, answer the GIF."""
@@ -111,6 +114,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     return pixel_response()
 
 
+@login_not_required
 @transaction.non_atomic_requests
 def click(request: HttpRequest, token: str) -> HttpResponse:
     """A tracked link: record the click, redirect to the signed URL."""
@@ -134,6 +138,7 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
     return response
 
 
+@login_not_required
 @transaction.non_atomic_requests
 def download(request: HttpRequest, token: str) -> HttpResponseBase:
     """A tracked download: record it, then serve the file as an attachment."""
