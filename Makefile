@@ -16,9 +16,14 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/python example_project/run_demo.py $(DEMO_ARGS)
 
+# HOST_TESTS: the app in host configurations that cannot change within one run (a user
+# model of the host's own); each runs apart, under its own settings.
+HOST_TESTS := --ds=tests.hosts.settings_uuid_user tests/hosts/uuid_user_checks.py
+
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(HOST_TESTS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -124,3 +124,13 @@ def _suite(session: nox.Session, django: str, database_url: str) -> None:
         *session.posargs,
         env=env,
     )
+    # A host's own user model (tests/hosts): its own run, as in `make test`.
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--ds=tests.hosts.settings_uuid_user",
+        "tests/hosts/uuid_user_checks.py",
+        env=env,
+    )

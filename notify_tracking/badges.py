@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import translation
 from PIL import Image, ImageDraw, ImageFont
 
-from .conf import get_setting
+from .conf import absolute_url, get_setting
 from .targets import key_of, parse_key
 
 SALT = "notify_tracking.badge-png"
@@ -63,9 +63,9 @@ def signed_png_url(
     path = reverse(
         "notify_tracking:status-badge-png", kwargs={"token": png_token(target, language)}
     )
-    base_url = get_setting("BASE_URL")
-    if base_url:
-        return base_url.rstrip("/") + path
+    url = absolute_url(path)
+    if url is not None:
+        return url
     return request.build_absolute_uri(path) if request is not None else path
 
 

@@ -7,10 +7,12 @@ nowhere else. docs/settings.md describes every key (a test checks the two agree)
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.urls import get_script_prefix
 from django.utils.module_loading import import_string
 
 EMAIL_CHANNEL = {"BACKEND": "notify_tracking.channels.email.EmailChannel", "OPTIONS": {}}
@@ -107,6 +109,28 @@ def get_setting(name: str) -> Any:
     if name not in DEFAULTS:
         raise ImproperlyConfigured(f"NOTIFY_TRACKING has no setting {name!r}")
     return _user_settings().get(name, DEFAULTS[name])
+
+
+def absolute_url(path: str) -> str | None:
+    """``path`` (from ``reverse()`` or a ``get_absolute_url()``) made absolute with
+    ``BASE_URL``; None without it.
+
+    ``BASE_URL`` is the site's address as its readers reach it, with the sub-path it
+    is served under if any (``https://example.com/tracker``). ``reverse()`` puts the
+    script prefix in front of its paths (in a request under that sub-path, or with
+    ``FORCE_SCRIPT_NAME``): when ``BASE_URL`` ends with that same prefix, it is not
+    repeated. A Celery worker knows no prefix but ``FORCE_SCRIPT_NAME``: its paths
+    get the sub-path from ``BASE_URL``.
+    """
+    base = get_setting("BASE_URL")
+    if not base:
+        return None
+    base = base.rstrip("/")
+    path = path if path.startswith("/") else "/" + path
+    prefix = get_script_prefix().rstrip("/")
+    if prefix and urlsplit(base).path.rstrip("/") == prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix) :]
+    return base + path
 
 
 def unknown_keys() -> list[str]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import connections, models, router
@@ -100,8 +100,9 @@ def latest_notifications(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
     column = created_at.get_col(Notification._meta.db_table)
     converters = connection.ops.get_db_converters(column)
     rows = _select(connection, _NOTIFICATIONS, keys)
+    sender_pk = _sender_pk(connection)
     found: dict[Key, dict[str, Any]] = {}
-    for key, (row, count, sender_ids) in _by_target(rows).items():
+    for key, (row, count, sender_ids) in _by_target(rows, sender_pk).items():
         notification_id, content_type_id, object_id, sender_id, _, subject, channel, at = row
         for converter in converters:
             at = converter(at, column, connection)
@@ -111,7 +112,7 @@ def latest_notifications(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
             "object_id": object_id,
             "subject": subject,
             "channel": channel,
-            "sender_id": sender_id,
+            "sender_id": None if sender_id is None else sender_pk(sender_id),
             "created_at": at,
             "count": count,
             "sender_ids": sender_ids,
@@ -130,25 +131,46 @@ def latest_notification_counts(keys: Iterable[Key]) -> dict[Key, dict[str, Any]]
     else:
         # Elsewhere they come first (SQLite looks each row up by index anyway).
         rows = _select(connection, _COUNTS, keys, leading=st.STATUSES)
+    by_target = _by_target(rows, _sender_pk(connection))
     return {
         key: {"id": row[0], "counts": tuple(row[5:]), "count": count, "sender_ids": sender_ids}
-        for key, (row, count, sender_ids) in _by_target(rows).items()
+        for key, (row, count, sender_ids) in by_target.items()
     }
 
 
-def _by_target(rows: list[tuple]) -> dict[Key, tuple[tuple, int, list[int]]]:
+def _by_target(
+    rows: list[tuple], sender_pk: Callable[[Any], Any]
+) -> dict[Key, tuple[tuple, int, list[Any]]]:
     """``{key: (latest row, notifications, sender ids)}`` from rows that come one per
-    target and sender, by id: the last row of a target is its latest notification."""
+    target and sender, by id: the last row of a target is its latest notification.
+    ``sender_pk`` turns a sender column's value into the user's pk."""
     latest: dict[Key, tuple] = {}
     counts: dict[Key, int] = defaultdict(int)
-    senders: dict[Key, set[int]] = defaultdict(set)
+    senders: dict[Key, set[Any]] = defaultdict(set)
     for row in rows:
         key = (row[1], row[2])
         latest[key] = row
         counts[key] += row[4]
         if row[3] is not None:
-            senders[key].add(row[3])
+            senders[key].add(sender_pk(row[3]))
     return {key: (row, counts[key], sorted(senders[key])) for key, row in latest.items()}
+
+
+def _sender_pk(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+    """What the ORM does to a sender column's value: from SQLite, a user model whose
+    pk is a UUID gets a string, which must become the ``UUID`` that ``user.pk`` is."""
+    column = concrete_field(Notification, "sender").get_col(Notification._meta.db_table)
+    converters = [
+        *connection.ops.get_db_converters(column),
+        *column.get_db_converters(connection),
+    ]
+
+    def convert(value: Any) -> Any:
+        for converter in converters:
+            value = converter(value, column, connection)
+        return value
+
+    return convert
 
 
 def _select(

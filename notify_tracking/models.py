@@ -13,7 +13,7 @@ import uuid
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import models, router
 from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
@@ -318,3 +318,12 @@ def concrete_field(model: type[models.Model], name: str) -> models.Field:
     field = model._meta.get_field(name)
     assert isinstance(field, models.Field) and field.column  # a concrete column
     return field
+
+
+def write_db() -> str:
+    """The database alias the app's rows are written to. All its models live in one
+    database (their foreign keys join them). Code that reads rows to decide what to
+    write reads them here, and so does every read inside its transactions: a router
+    may send reads to a replica that lags, or that cannot see a transaction not yet
+    committed."""
+    return router.db_for_write(Delivery)

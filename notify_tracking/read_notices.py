@@ -34,8 +34,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from . import status as st
-from .conf import get_setting
-from .models import Delivery, DeliveryEvent, Notification, ReadNotice
+from .conf import absolute_url, get_setting
+from .models import Delivery, DeliveryEvent, Notification, ReadNotice, write_db
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,11 @@ def send_instant_notice(delivery_id: int) -> bool:
     now = timezone.now()
     if not _claim([delivery_id], now):
         return False
-    delivery = Delivery.objects.select_related("notification__sender").get(pk=delivery_id)
+    delivery = (
+        Delivery.objects.using(write_db())
+        .select_related("notification__sender")
+        .get(pk=delivery_id)
+    )
     read = _first_reads([delivery_id]).get(delivery_id)
     sender = delivery.notification.sender
     address = _address(sender)
@@ -240,7 +244,8 @@ def _with_first_read(deliveries: QuerySet[Delivery]) -> QuerySet[Any]:
 
 
 def _first_reads(delivery_ids: list[int]) -> dict[int, Read]:
-    rows = _with_first_read(Delivery.objects.filter(pk__in=delivery_ids)).filter(
+    # The read was committed a moment ago: a replica may not show it yet.
+    rows = _with_first_read(Delivery.objects.using(write_db()).filter(pk__in=delivery_ids)).filter(
         read_at__isnull=False
     )
     return {pk: Read(kind, at) for pk, at, kind in rows.values_list("pk", "read_at", "read_kind")}
@@ -253,7 +258,9 @@ def _claim(delivery_ids: Iterable[int], now: dt.datetime) -> list[int]:
         read_notice_sent_at=now
     )
     return list(
-        Delivery.objects.filter(pk__in=ids, read_notice_sent_at=now).values_list("pk", flat=True)
+        Delivery.objects.using(write_db())  # a replica may not show the mark yet
+        .filter(pk__in=ids, read_notice_sent_at=now)
+        .values_list("pk", flat=True)
     )
 
 
@@ -302,8 +309,7 @@ def _absolute_url(target: Any) -> str:
     path = str(url())
     if path.startswith(("http://", "https://")):
         return path
-    base = get_setting("BASE_URL")
-    return base.rstrip("/") + path if base else ""
+    return absolute_url(path) or ""
 
 
 def _address(user: Any) -> str:

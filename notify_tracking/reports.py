@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from . import status as st
 from .conf import get_setting
-from .models import Delivery, DeliveryEvent, EventSource
+from .models import Delivery, DeliveryEvent, EventSource, write_db
 from .service import record_event
 
 logger = logging.getLogger(__name__)
@@ -542,11 +542,11 @@ def find_delivery(report: Report) -> tuple[Delivery, str] | None:
     """The delivery a report is about, and the key that found it."""
     token = _uuid(report.envelope_id)
     if token is not None:
-        delivery = Delivery.objects.filter(token=token).first()
+        delivery = Delivery.objects.using(write_db()).filter(token=token).first()
         if delivery is not None:
             return delivery, "envelope id"
     for key, message_id in report.message_ids:
-        delivery = Delivery.objects.filter(email_message_id=message_id).first()
+        delivery = Delivery.objects.using(write_db()).filter(email_message_id=message_id).first()
         if delivery is not None:
             return delivery, key
     return None
@@ -563,7 +563,7 @@ def _delivery_for(item: RecipientReport, anchor: Delivery) -> Delivery | None:
     """
     if anchor.recipient.lower() in item.addresses:
         return anchor
-    siblings = Delivery.objects.filter(
+    siblings = Delivery.objects.using(write_db()).filter(
         notification_id=anchor.notification_id, channel=anchor.channel
     )
     for address in item.addresses:
@@ -602,7 +602,11 @@ def _record_one(
         return
     if event is not None:
         outcome.recorded.append(what)
-    elif DeliveryEvent.objects.filter(delivery=delivery, provider_event_id=event_id).exists():
+    elif (
+        DeliveryEvent.objects.using(write_db())
+        .filter(delivery=delivery, provider_event_id=event_id)
+        .exists()
+    ):
         outcome.unchanged.append(f"{what}: this report was recorded before")
     else:
         outcome.unchanged.append(f"{what}: not stored, read tracking is off for this delivery")

@@ -29,7 +29,14 @@ from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
 from .conf import get_setting
-from .models import ANONYMISED_PREFIX, Attachment, Delivery, DeliveryEvent, Notification
+from .models import (
+    ANONYMISED_PREFIX,
+    Attachment,
+    Delivery,
+    DeliveryEvent,
+    Notification,
+    write_db,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -211,14 +218,14 @@ def _count(selection: QuerySet[Notification], report: PurgeReport) -> None:
 def _delete(notification_ids: list[int], report: PurgeReport, size: int) -> None:
     deliveries = Delivery.objects.filter(notification_id__in=notification_ids)
     for ids in _delivery_batches(deliveries, size):
-        with transaction.atomic():
+        with transaction.atomic(using=write_db()):
             _, removed = Delivery.objects.filter(pk__in=ids).delete()
         report.deliveries += removed.get(Delivery._meta.label, 0)
         report.events += removed.get(DeliveryEvent._meta.label, 0)
-    with transaction.atomic():
+    with transaction.atomic(using=write_db()):
         files = _attachment_files(notification_ids)
         _, removed = Notification.objects.filter(pk__in=notification_ids).delete()
-        transaction.on_commit(lambda: _remove_files(files))
+        transaction.on_commit(lambda: _remove_files(files), using=write_db())
     report.notifications += removed.get(Notification._meta.label, 0)
     report.attachments += removed.get(Attachment._meta.label, 0)
     # Deliveries created while the batch ran (there should be none: notify() creates
@@ -232,12 +239,12 @@ def _anonymise(notification_ids: list[int], report: PurgeReport, size: int) -> N
         recipient__startswith=PLACEHOLDER_PREFIX
     )
     for ids in _delivery_batches(deliveries, size):
-        with transaction.atomic():
+        with transaction.atomic(using=write_db()):
             report.deliveries += _anonymise_deliveries(ids)
             report.events += DeliveryEvent.objects.filter(delivery_id__in=ids).update(
                 user_agent="", ip_address=None, details={}
             )
-    with transaction.atomic():
+    with transaction.atomic(using=write_db()):
         files = _attachment_files(notification_ids)
         report.attachments += Attachment.objects.filter(
             notification_id__in=notification_ids
@@ -245,7 +252,7 @@ def _anonymise(notification_ids: list[int], report: PurgeReport, size: int) -> N
         report.notifications += Notification.objects.filter(pk__in=notification_ids).update(
             subject="", text="", html=""
         )
-        transaction.on_commit(lambda: _remove_files(files))
+        transaction.on_commit(lambda: _remove_files(files), using=write_db())
 
 
 def _anonymise_deliveries(ids: list[int]) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import ngettext
@@ -32,7 +32,7 @@ from django.utils.translation import ngettext
 from . import status as st
 from .channels.base import SendResult
 from .conf import get_channel, get_setting
-from .models import Delivery, EventSource
+from .models import Delivery, EventSource, write_db
 from .service import ID_LIMITS, record_event
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def claim(delivery_ids: Iterable[int]) -> list[Delivery]:
     if not claimed:
         return []
     return list(
-        Delivery.objects.filter(claim=token)
+        Delivery.objects.using(write_db())  # a replica may not show the claim yet
+        .filter(claim=token)
         .select_related("notification")
         .prefetch_related("notification__attachments")  # once per batch, not per message
         .order_by("channel", "pk")
@@ -130,7 +131,9 @@ class Lease:
         self.renewed_at = time.monotonic()
         Delivery.objects.filter(pk__in=pks, claim=self.token).update(claimed_until=until)
         held = set(
-            Delivery.objects.filter(pk__in=pks, claim=self.token).values_list("pk", flat=True)
+            Delivery.objects.using(write_db())
+            .filter(pk__in=pks, claim=self.token)
+            .values_list("pk", flat=True)
         )
         return set(pks) - held
 
@@ -171,8 +174,9 @@ def _record_persistently(delivery: Delivery, result: SendResult) -> str:
             logger.warning(
                 "notify_tracking: database error recording delivery %s, retrying", delivery.pk
             )
-            if not connection.in_atomic_block:
-                connection.close()  # the next query opens a fresh connection
+            writes = connections[write_db()]
+            if not writes.in_atomic_block:
+                writes.close()  # the next query opens a fresh connection
             time.sleep(RECORD_PAUSE * 2 ** (attempt - 1))
     try:
         return _record(delivery, result)

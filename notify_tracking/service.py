@@ -32,6 +32,7 @@ from .models import (
     EventSource,
     Notification,
     TrackingPreference,
+    write_db,
 )
 from .signals import delivery_status_changed
 
@@ -94,7 +95,8 @@ def notify(
     track_clicks = get_setting("TRACK_CLICKS") if track_clicks is None else track_clicks
     consenting = _users_allowing_tracking([r.user for _, r in planned])
 
-    with transaction.atomic():
+    alias = write_db()
+    with transaction.atomic(using=alias):
         notification = Notification.objects.create(
             content_type=ContentType.objects.get_for_model(target),
             object_id=str(target.pk),
@@ -132,7 +134,7 @@ def notify(
         ids_by_channel: dict[str, list[int]] = {}
         for delivery in deliveries:
             ids_by_channel.setdefault(delivery.channel, []).append(delivery.pk)
-        transaction.on_commit(lambda: _enqueue(ids_by_channel))
+        transaction.on_commit(lambda: _enqueue(ids_by_channel), using=alias)
     return notification
 
 
@@ -421,7 +423,8 @@ class _Batch:
     def __init__(self, events: list[NewEvent]):
         self.events = events
         self.stored: list[DeliveryEvent | None] = [None] * len(events)
-        with transaction.atomic():
+        alias = write_db()
+        with transaction.atomic(using=alias):
             self.deliveries, seen = self._lock()
             self._store(seen)
             changes, read = self._apply()
@@ -429,10 +432,13 @@ class _Batch:
         for change in changes:
             if change.delivery.status != change.old_status:
                 transaction.on_commit(
-                    _status_signal(change.delivery, change.old_status, change.last_event)
+                    _status_signal(change.delivery, change.old_status, change.last_event),
+                    using=alias,
                 )
         if read:
-            transaction.on_commit(functools.partial(read_notices.enqueue_instant_notices, read))
+            transaction.on_commit(
+                functools.partial(read_notices.enqueue_instant_notices, read), using=alias
+            )
 
     def _lock(self) -> tuple[dict[int, Delivery], set[tuple[int, str]]]:
         """Lock the deliveries (in pk order); find the provider event ids already stored."""
@@ -451,9 +457,9 @@ class _Batch:
         if not provider_ids:
             return deliveries, set()
         seen = set(
-            DeliveryEvent.objects.filter(
-                delivery_id__in=pks, provider_event_id__in=provider_ids
-            ).values_list("delivery_id", "provider_event_id")
+            DeliveryEvent.objects.using(write_db())
+            .filter(delivery_id__in=pks, provider_event_id__in=provider_ids)
+            .values_list("delivery_id", "provider_event_id")
         )
         return deliveries, seen
 
@@ -498,9 +504,9 @@ class _Batch:
         if not pks:
             return set()
         return set(
-            Delivery.objects.filter(
-                pk__in=pks, notification__request_read_receipt=True
-            ).values_list("pk", flat=True)
+            Delivery.objects.using(write_db())
+            .filter(pk__in=pks, notification__request_read_receipt=True)
+            .values_list("pk", flat=True)
         )
 
     def _apply(self) -> tuple[list[summary_writes.Change], list[int]]:
@@ -560,9 +566,14 @@ def revise_as_machine(delivery_id: int, event_ids: Iterable[int], reason: str) -
     from its log, so its status may step back (e.g. from "Clicked" to "Delivered").
     """
     ids = list(event_ids)
-    with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
-        events = list(delivery.events.filter(pk__in=ids, is_machine=False))
+    alias = write_db()
+    with transaction.atomic(using=alias):
+        delivery = Delivery.objects.using(alias).select_for_update().get(pk=delivery_id)
+        events = list(
+            DeliveryEvent.objects.using(alias).filter(
+                delivery=delivery, pk__in=ids, is_machine=False
+            )
+        )
         if not events:
             return 0
         for event in events:
@@ -575,7 +586,7 @@ def revise_as_machine(delivery_id: int, event_ids: Iterable[int], reason: str) -
             [summary_writes.Change(delivery, old_status, before, events[-1])], timezone.now()
         )
     if delivery.status != old_status:
-        transaction.on_commit(_status_signal(delivery, old_status, events[-1]))
+        transaction.on_commit(_status_signal(delivery, old_status, events[-1]), using=alias)
     return len(events)
 
 
@@ -634,7 +645,9 @@ def _refold(delivery: Delivery) -> None:
     """Recompute the summary from the whole event log, in time order."""
     for name, value in _SUMMARY_DEFAULTS.items():
         setattr(delivery, name, value)
-    for event in delivery.events.order_by("occurred_at", "id"):
+    # From where the delivery is locked: a replica would not see this transaction's events.
+    log = DeliveryEvent.objects.using(write_db()).filter(delivery=delivery)
+    for event in log.order_by("occurred_at", "id"):
         _apply(delivery, event)
 
 

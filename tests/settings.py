@@ -100,6 +100,10 @@ else:
 # A worker started by a test connects straight to the test database.
 if os.environ.get("NOTIFY_TRACKING_WORKER_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["NOTIFY_TRACKING_WORKER_DB_NAME"]
+# A read replica: a second connection to the test database (TEST MIRROR), for the
+# tests of the app behind a primary/replica router (tests/test_replica.py). Only they
+# route reads to it.
+DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 
 EMAIL_BACKEND = os.environ.get(
     "NOTIFY_TRACKING_TEST_EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.db.models import QuerySet
 from django.utils.cache import patch_cache_control
 from django.utils.dateparse import parse_datetime
@@ -165,7 +165,7 @@ class PreferenceView(PrivateMixin, RetrieveUpdateAPIView):
     def perform_update(self, serializer: TrackingPreferenceSerializer) -> None:
         """Save; a row created meanwhile by a concurrent first save is updated instead."""
         try:
-            with transaction.atomic():
+            with transaction.atomic(using=router.db_for_write(TrackingPreference)):
                 serializer.save()
         except IntegrityError:
             serializer.instance = TrackingPreference.objects.get(user=self.request.user)

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -242,8 +243,14 @@ def _sender(value: str) -> dict[str, Any]:
     user_model = get_user_model()
     matches = Q(**{user_model.USERNAME_FIELD: value})
     matches |= Q(**{user_model.get_email_field_name(): value})
-    if value.isdigit() and len(value) < 19:
-        matches |= Q(pk=int(value))
+    try:
+        pk = user_model._meta.pk.to_python(value)  # an int, a UUID...
+    except ValidationError:
+        pk = None
+    if isinstance(pk, int) and not 0 <= pk < 10**18:
+        pk = None  # out of any integer column's range
+    if pk is not None:
+        matches |= Q(pk=pk)
     return {
         "sender_ids": tuple(
             user_model._default_manager.filter(matches).values_list("pk", flat=True)

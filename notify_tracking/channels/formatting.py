@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin
 
 from django.utils.translation import gettext as _
 
-from ..conf import get_setting
+from ..conf import absolute_url
 from ..exceptions import ChannelError
 
 if TYPE_CHECKING:
@@ -31,8 +30,7 @@ def target_url(notification: Notification) -> str | None:
     url = str(get_url())
     if url.startswith(("http://", "https://")):
         return url
-    base = get_setting("BASE_URL")
-    return urljoin(base, url) if base else None
+    return absolute_url(url)
 
 
 def text_to_send(notification: Notification) -> str:

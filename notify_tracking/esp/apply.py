@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..models import Delivery, EventSource
+from ..models import Delivery, EventSource, write_db
 from ..retention import PLACEHOLDER_PREFIX
 from ..service import NewEvent, record_events
 
@@ -107,7 +107,10 @@ class DeliveryMatcher:
     def _rows(cls, **lookup: Any) -> list[tuple[Target, set[str]]]:
         # An anonymised delivery (past its retention) takes no more events: they would
         # bring the reader's user agent or address back into it.
-        current = Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
+        # Where the events will be written: a replica may not show a message just sent.
+        current = Delivery.objects.using(write_db()).exclude(
+            recipient__startswith=PLACEHOLDER_PREFIX
+        )
         rows = current.filter(**lookup).values_list(*cls.FIELDS)
         return [
             (Target(pk, str(token), recipient, message_id), {message_id, email_message_id})
@@ -173,7 +176,9 @@ def _record(matched: list[tuple[QueuedEvent, Target]]) -> Counter[str]:
     stored = record_events(batch)
     skipped = {new.delivery_id for new, event in zip(batch, stored, strict=True) if event is None}
     # Purged by retention between matching and recording: nothing left to update.
-    existing = set(Delivery.objects.filter(pk__in=skipped).values_list("pk", flat=True))
+    existing = set(
+        Delivery.objects.using(write_db()).filter(pk__in=skipped).values_list("pk", flat=True)
+    )
     for new, result in zip(batch, stored, strict=True):
         if result is not None:
             counts["applied"] += 1

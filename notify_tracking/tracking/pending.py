@@ -205,7 +205,7 @@ def apply_pending_opens(limit: int = 100_000) -> int:
         return 0
     taken = 0
     while taken < limit:
-        with transaction.atomic():
+        with transaction.atomic(using=writes.db):
             rows = list(
                 PendingOpen.objects.select_for_update(skip_locked=True)
                 .filter(pk__lte=last)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
-from ..conf import get_channel, get_setting
+from ..conf import absolute_url, get_channel, get_setting
 
 if TYPE_CHECKING:
     from ..models import Delivery
@@ -29,7 +29,9 @@ def base_url() -> str | None:
 
 def tracking_url(name: str, token: str) -> str:
     """The absolute URL of the tracking endpoint ``name`` (open, click, download)."""
-    return f"{base_url()}{reverse(f'notify_tracking:{name}', kwargs={'token': token})}"
+    url = absolute_url(reverse(f"notify_tracking:{name}", kwargs={"token": token}))
+    assert url is not None, "tracking URLs are made only with BASE_URL set"
+    return url
 
 
 def _is_email(delivery: Delivery) -> bool:

@@ -24,7 +24,7 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, get_script_prefix, resolve
 from django.utils.translation import gettext as _
 
 from . import tokens
@@ -165,18 +165,26 @@ def is_trackable_link(link: Link) -> bool:
         return False
     if "unsubscribe" in url.lower():
         return False
-    return not _is_tracking_url(url, parts.path)
+    return not _is_tracking_url(url)
 
 
-def _is_tracking_url(url: str, path: str) -> bool:
+def _is_tracking_url(url: str) -> bool:
+    """Whether ``url`` is one of the app's own tracking links (made by
+    :func:`~.policy.tracking_url`: ``BASE_URL``, the script prefix unless ``BASE_URL``
+    ends with it, then the path that the URLconf resolves)."""
     base = base_url()
     if not base or not url.startswith(base):
         return False
+    path = urlsplit(url[len(base) :]).path
+    prefix = get_script_prefix().rstrip("/")
+    if prefix and urlsplit(base).path.rstrip("/") != prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix) :]
     try:
         match = resolve(path)
     except Resolver404:
         return False
-    return match.namespace == "notify_tracking" and match.url_name in TRACKING_URL_NAMES
+    # The app's namespace, whatever instance name the project included it under.
+    return "notify_tracking" in match.app_names and match.url_name in TRACKING_URL_NAMES
 
 
 def _downloads_text(downloads: list[tuple[Attachment, str]]) -> str:

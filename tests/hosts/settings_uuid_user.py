@@ -1,0 +1,11 @@
+"""The test settings with a user model as many projects have one (tests/hosts/uuid_user):
+for tests/hosts/uuid_user_checks.py, which ``make test`` runs apart, as the user model
+cannot change within one run."""
+
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASE_URL, DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.hosts.uuid_user"]
+AUTH_USER_MODEL = "uuid_user.User"
+if DATABASE_URL:  # a test database of its own beside the suite's
+    DATABASES["default"]["TEST"] = {"NAME": "test_notify_tracking_uuid_user"}
