@@ -7,12 +7,13 @@ nowhere else. docs/settings.md describes every key (a test checks the two agree)
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.urls import get_script_prefix
+from django.utils.http import RFC3986_SUBDELIMS
 from django.utils.module_loading import import_string
 
 EMAIL_CHANNEL = {"BACKEND": "notify_tracking.channels.email.EmailChannel", "OPTIONS": {}}
@@ -126,11 +127,28 @@ def absolute_url(path: str) -> str | None:
     if not base:
         return None
     base = base.rstrip("/")
+    if urlsplit(path).netloc:  # "//cdn.example.com/x": another host, this scheme
+        return urljoin(base + "/", path)
     path = path if path.startswith("/") else "/" + path
-    prefix = get_script_prefix().rstrip("/")
-    if prefix and urlsplit(base).path.rstrip("/") == prefix and path.startswith(prefix + "/"):
-        path = path[len(prefix) :]
+    if base_has_script_prefix(base):
+        path = without_script_prefix(path)
     return base + path
+
+
+def base_has_script_prefix(base: str) -> bool:
+    """Whether the path of ``base`` (a ``BASE_URL``) is the current script prefix."""
+    prefix = get_script_prefix().rstrip("/")
+    return bool(prefix) and unquote(urlsplit(base).path.rstrip("/")) == unquote(prefix)
+
+
+def without_script_prefix(path: str) -> str:
+    """``path`` without the script prefix in front of it, as ``reverse()`` puts it
+    there (percent-encoded) or as it is."""
+    prefix = get_script_prefix().rstrip("/")
+    for form in (prefix, quote(prefix, safe=RFC3986_SUBDELIMS + "/~:@")):
+        if form and path.startswith(form + "/"):
+            return path[len(form) :]
+    return path
 
 
 def unknown_keys() -> list[str]:

@@ -9,11 +9,13 @@ that summary is computed from.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, router
+from django.db import DEFAULT_DB_ALIAS, models, router, transaction
 from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils.translation import gettext_lazy as _
@@ -327,3 +329,15 @@ def write_db() -> str:
     may send reads to a replica that lags, or that cannot see a transaction not yet
     committed."""
     return router.db_for_write(Delivery)
+
+
+def on_commit(callback: Callable[[], Any]) -> None:
+    """Run ``callback`` once what the app wrote is committed (on :func:`write_db`) and,
+    when the host's default database is another, once the host's transaction there
+    commits too: ``notify()`` called inside the host's ``atomic()`` sends nothing if
+    the host rolls back."""
+    alias = write_db()
+    if alias == DEFAULT_DB_ALIAS:
+        transaction.on_commit(callback, using=alias)
+    else:
+        transaction.on_commit(lambda: transaction.on_commit(callback), using=alias)

@@ -35,6 +35,7 @@ from .models import (
     Delivery,
     DeliveryEvent,
     Notification,
+    on_commit,
     write_db,
 )
 
@@ -216,7 +217,8 @@ def _count(selection: QuerySet[Notification], report: PurgeReport) -> None:
 
 
 def _delete(notification_ids: list[int], report: PurgeReport, size: int) -> None:
-    deliveries = Delivery.objects.filter(notification_id__in=notification_ids)
+    # Each batch must be gone from the next read: read where it is deleted.
+    deliveries = Delivery.objects.using(write_db()).filter(notification_id__in=notification_ids)
     for ids in _delivery_batches(deliveries, size):
         with transaction.atomic(using=write_db()):
             _, removed = Delivery.objects.filter(pk__in=ids).delete()
@@ -225,7 +227,7 @@ def _delete(notification_ids: list[int], report: PurgeReport, size: int) -> None
     with transaction.atomic(using=write_db()):
         files = _attachment_files(notification_ids)
         _, removed = Notification.objects.filter(pk__in=notification_ids).delete()
-        transaction.on_commit(lambda: _remove_files(files), using=write_db())
+        on_commit(lambda: _remove_files(files))
     report.notifications += removed.get(Notification._meta.label, 0)
     report.attachments += removed.get(Attachment._meta.label, 0)
     # Deliveries created while the batch ran (there should be none: notify() creates
@@ -235,8 +237,10 @@ def _delete(notification_ids: list[int], report: PurgeReport, size: int) -> None
 
 
 def _anonymise(notification_ids: list[int], report: PurgeReport, size: int) -> None:
-    deliveries = Delivery.objects.filter(notification_id__in=notification_ids).exclude(
-        recipient__startswith=PLACEHOLDER_PREFIX
+    deliveries = (  # each batch must be gone from the next read: read where it is written
+        Delivery.objects.using(write_db())
+        .filter(notification_id__in=notification_ids)
+        .exclude(recipient__startswith=PLACEHOLDER_PREFIX)
     )
     for ids in _delivery_batches(deliveries, size):
         with transaction.atomic(using=write_db()):
@@ -252,12 +256,13 @@ def _anonymise(notification_ids: list[int], report: PurgeReport, size: int) -> N
         report.notifications += Notification.objects.filter(pk__in=notification_ids).update(
             subject="", text="", html=""
         )
-        transaction.on_commit(lambda: _remove_files(files), using=write_db())
+        on_commit(lambda: _remove_files(files))
 
 
 def _anonymise_deliveries(ids: list[int]) -> int:
     rows = list(
-        Delivery.objects.filter(pk__in=ids)
+        Delivery.objects.using(write_db())
+        .filter(pk__in=ids)
         .exclude(recipient__startswith=PLACEHOLDER_PREFIX)
         .only("pk", "recipient", "error")
     )
@@ -296,7 +301,8 @@ def scrub(text: str, address: str) -> str:
 
 def _attachment_files(notification_ids: list[int]) -> list[str]:
     return list(
-        Attachment.objects.filter(notification_id__in=notification_ids)
+        Attachment.objects.using(write_db())
+        .filter(notification_id__in=notification_ids)
         .exclude(file="")
         .values_list("file", flat=True)
     )

@@ -32,6 +32,7 @@ from .models import (
     EventSource,
     Notification,
     TrackingPreference,
+    on_commit,
     write_db,
 )
 from .signals import delivery_status_changed
@@ -134,7 +135,7 @@ def notify(
         ids_by_channel: dict[str, list[int]] = {}
         for delivery in deliveries:
             ids_by_channel.setdefault(delivery.channel, []).append(delivery.pk)
-        transaction.on_commit(lambda: _enqueue(ids_by_channel), using=alias)
+        on_commit(lambda: _enqueue(ids_by_channel))
     return notification
 
 
@@ -271,7 +272,7 @@ def _display_name(user: Any) -> str:
 def _preference(user: Any) -> TrackingPreference | None:
     if not _is_user(user) or user.pk is None:
         return None
-    return TrackingPreference.objects.filter(user=user).first()
+    return TrackingPreference.objects.using(write_db()).filter(user=user).first()
 
 
 def _default(setting: str, pref: TrackingPreference | None) -> bool:
@@ -287,10 +288,11 @@ def _users_allowing_tracking(users: list[Any]) -> set[Any]:
     pks = {user.pk for user in users if user is not None}
     if not pks:
         return set()
+    # From the primary: a refusal saved a moment ago must hold at once.
     refused = set(
-        TrackingPreference.objects.filter(user__in=pks, allow_tracking=False).values_list(
-            "user_id", flat=True
-        )
+        TrackingPreference.objects.using(write_db())
+        .filter(user__in=pks, allow_tracking=False)
+        .values_list("user_id", flat=True)
     )
     return pks - refused
 
@@ -431,14 +433,9 @@ class _Batch:
             summary_writes.write(changes, timezone.now())
         for change in changes:
             if change.delivery.status != change.old_status:
-                transaction.on_commit(
-                    _status_signal(change.delivery, change.old_status, change.last_event),
-                    using=alias,
-                )
+                on_commit(_status_signal(change.delivery, change.old_status, change.last_event))
         if read:
-            transaction.on_commit(
-                functools.partial(read_notices.enqueue_instant_notices, read), using=alias
-            )
+            on_commit(functools.partial(read_notices.enqueue_instant_notices, read))
 
     def _lock(self) -> tuple[dict[int, Delivery], set[tuple[int, str]]]:
         """Lock the deliveries (in pk order); find the provider event ids already stored."""
@@ -586,7 +583,7 @@ def revise_as_machine(delivery_id: int, event_ids: Iterable[int], reason: str) -
             [summary_writes.Change(delivery, old_status, before, events[-1])], timezone.now()
         )
     if delivery.status != old_status:
-        transaction.on_commit(_status_signal(delivery, old_status, events[-1]), using=alias)
+        on_commit(_status_signal(delivery, old_status, events[-1]))
     return len(events)
 
 

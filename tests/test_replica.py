@@ -16,15 +16,20 @@ import datetime as dt
 import pytest
 from django.contrib.auth.models import User
 from django.core import mail
-from django.db import connections
+from django.db import connections, transaction
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from notify_tracking import notify, read_notices, record_event, service
-from notify_tracking.models import Delivery, DeliveryEvent, TrackingPreference
+from notify_tracking.models import Delivery, DeliveryEvent, TrackingPreference, write_db
+from notify_tracking.retention import PLACEHOLDER_PREFIX, purge
 from notify_tracking.sending import send_deliveries
 from notify_tracking.service import NewEvent, record_events
+from notify_tracking.tracking import tokens
+from tests.activity_support import make_notification
 from tests.esp_payloads import NOW, post_sendgrid, send, sendgrid_event
+from tests.tracking_support import mark_sent, queued
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases=["default", "replica"]),
@@ -158,3 +163,83 @@ def test_a_duplicate_is_stored_once_while_the_replica_lags(task):
         )
     stored = DeliveryEvent.objects.using("default").filter(provider_event_id__startswith="evt-")
     assert sorted(stored.values_list("provider_event_id", flat=True)) == ["evt-1", "evt-2"]
+
+
+LINKS_HTML = (
+    '<html><body><a href="https://example.com/one">1</a> <a href="https://example.com/two">2</a>'
+    "</body></html>"
+)
+
+
+def test_a_link_scanner_is_recognised_while_the_replica_lags(client, task):
+    """Its clicks were committed a moment before the last one completes the burst."""
+    (delivery,) = queued(task, ["bob@example.com"], html=LINKS_HTML)
+    mark_sent(delivery)
+    with lagging():
+        for url in ("https://example.com/one", "https://example.com/two"):
+            token = tokens.sign_click(delivery.token, url)
+            client.get(reverse("notify_tracking:click", args=[token]), HTTP_USER_AGENT=BROWSER)
+    clicks = DeliveryEvent.objects.using("default").filter(kind="clicked").order_by("pk")
+    assert [click.is_machine for click in clicks] == [True, True]
+    assert Delivery.objects.using("default").get().status == "sent"
+
+
+def test_anonymising_counts_each_delivery_once_while_the_replica_lags(task):
+    now = timezone.now()
+    addresses = ["a@example.com", "b@example.com", "c@example.com"]
+    make_notification(task, addresses, age=dt.timedelta(days=100), now=now)
+    with lagging():  # the replica keeps showing the deliveries as they were
+        report = purge(mode="anonymise", now=now, batch_size=2)
+    assert report.deliveries == 3
+    recipients = Delivery.objects.using("default").values_list("recipient", flat=True)
+    assert all(recipient.startswith(PLACEHOLDER_PREFIX) for recipient in recipients)
+
+
+def test_a_refusal_of_tracking_holds_at_once(task):
+    bob = User.objects.create_user("bob", "bob@example.com", "pw")
+    with lagging():  # the replica does not show the refusal yet
+        TrackingPreference.objects.create(user=bob, allow_tracking=False)
+        notify(task, [bob], subject="s", text="t", html=LINKS_HTML)
+    delivery = Delivery.objects.using("default").get()
+    assert (delivery.track_opens, delivery.track_clicks) == (False, False)
+
+
+class HostRollsBack(Exception):
+    pass
+
+
+class AppOnReplicaRouter:
+    """The app's models in a database of their own ("replica" here: a second connection
+    to the test database), everything else in "default"."""
+
+    def _route(self, model, **hints):
+        return "replica" if model._meta.app_label == "notify_tracking" else "default"
+
+    db_for_read = db_for_write = _route
+
+    def allow_relation(self, obj1, obj2, **hints):
+        return True
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        return db == "default"
+
+
+@pytest.mark.skipif(
+    connections["default"].vendor == "sqlite",
+    reason="two connections to one SQLite file cannot both hold a write transaction",
+)
+def test_a_send_waits_for_the_hosts_transaction_too(task, monkeypatch):
+    """With the app's models in a database of their own, notify() inside the host's
+    atomic() sends nothing before the host commits, and nothing if it rolls back."""
+    enqueued = []
+    monkeypatch.setattr(service, "_enqueue", enqueued.append)
+    with override_settings(DATABASE_ROUTERS=[f"{__name__}.AppOnReplicaRouter"]):
+        assert write_db() == "replica"
+        with pytest.raises(HostRollsBack), transaction.atomic():  # on "default"
+            notify(task, ["bob@example.com"], subject="s", text="t")
+            raise HostRollsBack
+        assert enqueued == []
+        with transaction.atomic():
+            notify(task, ["carol@example.com"], subject="s", text="t")
+            assert enqueued == []
+        assert len(enqueued) == 1

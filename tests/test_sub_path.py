@@ -11,7 +11,7 @@ import pytest
 from django.core import mail
 from django.template import Context, Template
 from django.test import RequestFactory
-from django.urls import get_script_prefix, set_script_prefix
+from django.urls import get_script_prefix, reverse, set_script_prefix
 
 from notify_tracking import notify
 from notify_tracking.conf import absolute_url
@@ -119,6 +119,19 @@ def test_a_target_url_gets_the_sub_path_once(settings, script_prefix, prefix, pa
     settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "BASE_URL": SITE + "/"}
     script_prefix(prefix)
     assert absolute_url(path) == expected
+
+
+def test_a_sub_path_that_needs_quoting_is_not_repeated(settings, script_prefix):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "BASE_URL": "http://testserver/трекер"}
+    script_prefix("/трекер/")
+    path = reverse("notify_tracking:open", args=["t"])
+    assert path.startswith("/%D1%82%D1%80")  # reverse() quotes the prefix
+    assert absolute_url(path) == "http://testserver/трекер/notify/open/t.gif"
+
+
+def test_a_protocol_relative_url_keeps_its_host(settings):
+    settings.NOTIFY_TRACKING = {**settings.NOTIFY_TRACKING, "BASE_URL": "https://testserver/app"}
+    assert absolute_url("//cdn.example.com/x") == "https://cdn.example.com/x"
 
 
 def test_a_tracked_link_is_known_under_another_instance_namespace(

@@ -164,9 +164,12 @@ class PreferenceView(PrivateMixin, RetrieveUpdateAPIView):
 
     def perform_update(self, serializer: TrackingPreferenceSerializer) -> None:
         """Save; a row created meanwhile by a concurrent first save is updated instead."""
+        alias = router.db_for_write(TrackingPreference)
         try:
-            with transaction.atomic(using=router.db_for_write(TrackingPreference)):
+            with transaction.atomic(using=alias):
                 serializer.save()
         except IntegrityError:
-            serializer.instance = TrackingPreference.objects.get(user=self.request.user)
+            serializer.instance = TrackingPreference.objects.using(alias).get(
+                user=self.request.user
+            )
             serializer.save()

@@ -22,7 +22,7 @@ from django.http import HttpRequest
 
 from .. import status as st
 from ..conf import get_setting
-from ..models import Delivery, DeliveryEvent, EventSource, Notification
+from ..models import Delivery, DeliveryEvent, EventSource, Notification, write_db
 from ..retention import PLACEHOLDER_PREFIX
 from ..service import NewEvent, record_events, revise_as_machine
 from . import classify
@@ -65,12 +65,16 @@ def record_click(request: HttpRequest, token: ClickToken, occurred_at: dt.dateti
         # The burst's earlier clicks were recorded as a person's: they were not.
         since = occurred_at - dt.timedelta(seconds=classify.LINK_BURST_SECONDS)
         for target in targets:
-            earlier = DeliveryEvent.objects.filter(
-                delivery_id=target["pk"],
-                kind=st.CLICKED,
-                is_machine=False,
-                occurred_at__range=(since, occurred_at),
-            ).values_list("pk", flat=True)
+            earlier = (
+                DeliveryEvent.objects.using(write_db())
+                .filter(
+                    delivery_id=target["pk"],
+                    kind=st.CLICKED,
+                    is_machine=False,
+                    occurred_at__range=(since, occurred_at),
+                )
+                .values_list("pk", flat=True)
+            )
             revise_as_machine(target["pk"], earlier, "link_burst")
     return stored
 
@@ -105,7 +109,9 @@ def targets_by_token(tokens: set[uuid.UUID], flag: str) -> dict[uuid.UUID, list[
     nothing more: a reader opening an old email must not bring a user agent or an
     address back into it.
     """
-    current = Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
+    # From the primary, as all that decides what is recorded: a delivery sent a moment
+    # ago (its sent_at: too soon after sending?) may not be on a replica yet.
+    current = Delivery.objects.using(write_db()).exclude(recipient__startswith=PLACEHOLDER_PREFIX)
     rows = current.filter(token__in=tokens).values("token", *_TARGET_FIELDS)
     return {row.pop("token"): [row] for row in rows if row[flag]}
 
@@ -113,7 +119,8 @@ def targets_by_token(tokens: set[uuid.UUID], flag: str) -> dict[uuid.UUID, list[
 def group_targets(lead: dict[str, Any], flag: str) -> list[dict[str, Any]]:
     """Every sent delivery of ``lead``'s notification and channel: one shared email."""
     rows = (
-        Delivery.objects.exclude(recipient__startswith=PLACEHOLDER_PREFIX)
+        Delivery.objects.using(write_db())
+        .exclude(recipient__startswith=PLACEHOLDER_PREFIX)
         .filter(
             notification_id=lead["notification_id"],
             channel=lead["channel"],
@@ -168,13 +175,20 @@ def _link_burst(
     since = occurred_at - dt.timedelta(seconds=classify.LINK_BURST_SECONDS)
     # The clicks of the second before this one, not after it: a click stamped later (an
     # ESP whose clock is ahead) must not make this one look like the end of a burst.
-    recent = DeliveryEvent.objects.filter(
-        delivery_id=target["pk"], kind=st.CLICKED, occurred_at__range=(since, occurred_at)
-    ).values_list("details", flat=True)
+    # The burst's clicks were committed a moment ago: a replica may not show them yet.
+    recent = (
+        DeliveryEvent.objects.using(write_db())
+        .filter(delivery_id=target["pk"], kind=st.CLICKED, occurred_at__range=(since, occurred_at))
+        .values_list("details", flat=True)
+    )
     clicked = {details.get("url") for details in recent if isinstance(details, dict)}
     if not clicked - {url, None}:
         return None  # no other link clicked within the window: no burst
-    html = Notification.objects.filter(pk=target["notification_id"]).values_list("html", flat=True)
+    html = (
+        Notification.objects.using(write_db())
+        .filter(pk=target["notification_id"])
+        .values_list("html", flat=True)
+    )
     links = {
         browser_url(link.href) for link in scan(html.first() or "").links if is_trackable_link(link)
     }

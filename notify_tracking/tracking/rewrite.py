@@ -24,9 +24,10 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from django.urls import Resolver404, get_script_prefix, resolve
+from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 
+from ..conf import base_has_script_prefix, without_script_prefix
 from . import tokens
 from .markup import Link, replace_spans, scan
 from .policy import (
@@ -176,9 +177,8 @@ def _is_tracking_url(url: str) -> bool:
     if not base or not url.startswith(base):
         return False
     path = urlsplit(url[len(base) :]).path
-    prefix = get_script_prefix().rstrip("/")
-    if prefix and urlsplit(base).path.rstrip("/") != prefix and path.startswith(prefix + "/"):
-        path = path[len(prefix) :]
+    if not base_has_script_prefix(base):
+        path = without_script_prefix(path)
     try:
         match = resolve(path)
     except Resolver404:

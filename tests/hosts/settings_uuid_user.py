@@ -7,5 +7,5 @@ from tests.settings import DATABASE_URL, DATABASES, INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.hosts.uuid_user"]
 AUTH_USER_MODEL = "uuid_user.User"
-if DATABASE_URL:  # a test database of its own beside the suite's
-    DATABASES["default"]["TEST"] = {"NAME": "test_notify_tracking_uuid_user"}
+if DATABASE_URL:  # a test database of its own beside the suite's, named after it
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_uuid_user"}
