@@ -1,6 +1,7 @@
 """A site served under a sub-path (``/app``): the links put in messages carry it once,
 whether it comes from ``BASE_URL``, ``FORCE_SCRIPT_NAME`` or the request, and a
-link the app already tracks is not tracked again."""
+link the app already tracks is not tracked again (also under another instance
+namespace, or another language's prefix)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.core import mail
 from django.template import Context, Template
 from django.test import RequestFactory
 from django.urls import get_script_prefix, reverse, set_script_prefix
+from django.utils import translation
 
 from notify_tracking import notify
 from notify_tracking.conf import absolute_url
@@ -144,4 +146,22 @@ def test_a_tracked_link_is_known_under_another_instance_namespace(
         django_capture_on_commit_callbacks,
         html=f'<html><body><a href="{click}">x</a></body></html>',
     )
+    assert again == click
+
+
+def test_a_tracked_link_made_in_another_language_is_known(
+    task, settings, django_capture_on_commit_callbacks
+):
+    """Under i18n_patterns a link carries the language active when it was made."""
+    settings.ROOT_URLCONF = "tests.urls_i18n"
+    settings.LANGUAGES = [("en", "English"), ("ru", "Russian")]
+    with translation.override("en"):
+        _, (click,) = sent_links(task, django_capture_on_commit_callbacks)
+    assert click.startswith("http://testserver/en/notify/click/")
+    with translation.override("ru"):
+        _, (again,) = sent_links(
+            task,
+            django_capture_on_commit_callbacks,
+            html=f'<html><body><a href="{click}">x</a></body></html>',
+        )
     assert again == click

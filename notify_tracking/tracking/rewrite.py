@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.urls import Resolver404, resolve
+from django.utils import translation
+from django.utils.translation import get_language_from_path
 from django.utils.translation import gettext as _
 
 from ..conf import base_has_script_prefix, without_script_prefix
@@ -182,7 +184,16 @@ def _is_tracking_url(url: str) -> bool:
     try:
         match = resolve(path)
     except Resolver404:
-        return False
+        # Under i18n_patterns only the active language's prefix resolves: a link made
+        # while another language was active carries that one.
+        language = get_language_from_path(path)
+        if language is None:
+            return False
+        try:
+            with translation.override(language):
+                match = resolve(path)
+        except Resolver404:
+            return False
     # The app's namespace, whatever instance name the project included it under.
     return "notify_tracking" in match.app_names and match.url_name in TRACKING_URL_NAMES
 
