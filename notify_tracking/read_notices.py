@@ -34,7 +34,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from . import status as st
-from .conf import absolute_url, get_setting
+from .channels.formatting import url_of
+from .conf import get_setting
 from .models import Delivery, DeliveryEvent, Notification, ReadNotice, write_db
 
 logger = logging.getLogger(__name__)
@@ -296,20 +297,9 @@ def _target(notification: Notification) -> dict[str, Any]:
     return {
         "notification": notification,
         "target": target,
-        "target_url": _absolute_url(target),
+        "target_url": url_of(target) or "",
         "title": notification.subject or (str(target) if target is not None else ""),
     }
-
-
-def _absolute_url(target: Any) -> str:
-    """The target's ``get_absolute_url()``, made absolute with ``BASE_URL``; "" if none."""
-    url = getattr(target, "get_absolute_url", None)
-    if not callable(url):
-        return ""
-    path = str(url())
-    if path.startswith(("http://", "https://")):
-        return path
-    return absolute_url(path) or ""
 
 
 def _address(user: Any) -> str:

@@ -4,7 +4,7 @@ message into a provider's length limit without cutting an escape sequence in hal
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
 
@@ -18,14 +18,17 @@ ELLIPSIS = "…"
 
 
 def target_url(notification: Notification) -> str | None:
-    """The absolute URL of the notification's target, when it has one.
+    """The absolute URL of the notification's target, when it has one (see
+    :func:`url_of`)."""
+    return url_of(notification.target)
 
-    ``target.get_absolute_url()``, made absolute with ``NOTIFY_TRACKING["BASE_URL"]``
-    when it is a path; None when the target has no such method or there is no base.
-    """
-    target = notification.target
+
+def url_of(target: Any) -> str | None:
+    """``target.get_absolute_url()``, made absolute with ``NOTIFY_TRACKING["BASE_URL"]``
+    when it is a path; None when the target (gone: None) has no such method or there
+    is no base."""
     get_url = getattr(target, "get_absolute_url", None)
-    if get_url is None:
+    if not callable(get_url):
         return None
     url = str(get_url())
     if url.startswith(("http://", "https://")):
