@@ -20,10 +20,14 @@ demo: $(BIN)/.installed
 # model of the host's own); each runs apart, under its own settings.
 HOST_TESTS := --ds=tests.hosts.settings_uuid_user tests/hosts/uuid_user_checks.py
 
+# PYTEST_ARGS (a selection such as -m worker, -k or a path) go to the main run only, and
+# then the host runs are left out: a selection of the main suite is not meant for them.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+ifeq ($(strip $(PYTEST_ARGS)),)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(HOST_TESTS)
+endif
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
