@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import models, router, transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from . import copy_insert, read_notices, summary_writes
@@ -492,7 +492,7 @@ class _Batch:
         copy_insert.insert_new(
             DeliveryEvent,
             [event for event in self.stored if event is not None],
-            using=router.db_for_write(DeliveryEvent),
+            using=write_db(),
         )
 
     def _read_receipts_requested(self) -> set[int]:

@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, models, router
+from django.db import connections, models
 
-from .models import Delivery, DeliveryEvent, concrete_field
+from .models import Delivery, DeliveryEvent, concrete_field, write_db
 
 _UPDATE_FROM_VALUES = (
     "UPDATE {table} AS d SET {sets} FROM (VALUES {rows}) AS v ({columns}) WHERE d.{pk} = v.{pk}"
@@ -50,7 +50,7 @@ def write(changes: Iterable[Change], now: dt.datetime) -> None:
         }
         changed["updated_at"] = now
         by_fields.setdefault(tuple(changed), []).append((change.delivery.pk, changed))
-    alias = router.db_for_write(Delivery)
+    alias = write_db()
     for fields, rows in by_fields.items():
         if connections[alias].vendor == "postgresql" and len(rows) > 1:
             for start in range(0, len(rows), ROWS_PER_STATEMENT):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils.cache import patch_cache_control
 from django.utils.dateparse import parse_datetime
@@ -25,7 +25,7 @@ from rest_framework.response import Response
 
 from ..api.views import documented
 from ..conf import get_setting
-from ..models import Delivery, TrackingPreference
+from ..models import Delivery, TrackingPreference, write_db
 from .filters import PARAMETERS, FilterError, base_queryset, search
 from .permissions import can_view_activity
 from .serializers import (
@@ -164,7 +164,7 @@ class PreferenceView(PrivateMixin, RetrieveUpdateAPIView):
 
     def perform_update(self, serializer: TrackingPreferenceSerializer) -> None:
         """Save; a row created meanwhile by a concurrent first save is updated instead."""
-        alias = router.db_for_write(TrackingPreference)
+        alias = write_db()
         try:
             with transaction.atomic(using=alias):
                 serializer.save()

@@ -24,12 +24,12 @@ import time
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connections, models, router, transaction
+from django.db import connections, models, transaction
 from django.http import HttpRequest
 
 from .. import status as st
 from ..conf import get_setting
-from ..models import EventSource, PendingOpen, concrete_field
+from ..models import EventSource, PendingOpen, concrete_field, write_db
 from ..service import NewEvent, record_events
 from . import classify, recording, spool
 from .group_commit import GroupCommit
@@ -77,7 +77,7 @@ def _insert(**values: Any) -> None:
     request's CPU, measured): the same SQL, each value prepared by its own field, and
     grouped with the opens that other threads of this process insert at the same moment
     (:mod:`.group_commit`)."""
-    alias = router.db_for_write(PendingOpen)
+    alias = write_db()
     connection = connections[alias]
     writer = _writer(alias)
     writer.insert([field.get_db_prep_save(values[field.name], connection) for field in _fields()])
@@ -199,7 +199,7 @@ def apply_pending_opens(limit: int = 100_000) -> int:
         logger.warning("notify_tracking: could not clear the open nudge flag", exc_info=True)
     # From the database the opens are written to (the rows below are locked there): a
     # replica behind it would hide opens whose nudge found this task's flag.
-    writes = PendingOpen.objects.db_manager(router.db_for_write(PendingOpen))
+    writes = PendingOpen.objects.db_manager(write_db())
     last = writes.aggregate(last=models.Max("pk"))["last"]
     if last is None:
         return 0

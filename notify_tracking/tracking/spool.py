@@ -48,10 +48,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from django.db import DataError, IntegrityError, connections, router, transaction
+from django.db import DataError, IntegrityError, connections, transaction
 
 from ..copy_insert import insert_new
-from ..models import PendingOpen, SpoolCheckpoint
+from ..models import PendingOpen, SpoolCheckpoint, write_db
 from .group_commit import Grouped
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Spool(Grouped):
     def __init__(self, directory: str | os.PathLike[str], *, start_thread: bool = True) -> None:
         super().__init__()
         self.directory = Path(directory)
-        self.alias = router.db_for_write(PendingOpen)
+        self.alias = write_db()
         self.pid = os.getpid()
         self._io = threading.Lock()  # the files: writes, rotation, closing
         self._move = threading.Lock()  # one mover at a time
@@ -393,7 +393,7 @@ def _delete(path: Path, alias: str) -> None:
 def recover(directory: str | os.PathLike[str]) -> int:
     """Move, then delete, the spool files in ``directory`` that no live process holds;
     return how many lines were moved. Never raises."""
-    alias = router.db_for_write(PendingOpen)
+    alias = write_db()
     for making in Path(directory).glob(f".{PREFIX}*{SUFFIX}.new"):
         try:
             _delete_abandoned(making)
@@ -482,7 +482,7 @@ def _unmoved(directory: str | os.PathLike[str]) -> Iterator[tuple[str, bool, byt
     lock only, and never waits."""
     paths = sorted(Path(directory).glob(f"{PREFIX}*{SUFFIX}"))
     offsets = dict(
-        SpoolCheckpoint.objects.using(router.db_for_write(PendingOpen))
+        SpoolCheckpoint.objects.using(write_db())
         .filter(name__in=[path.name for path in paths])
         .values_list("name", "offset")
     )
