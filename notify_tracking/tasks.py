@@ -7,6 +7,7 @@ ones to its beat schedule with :func:`beat_schedule`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from celery import shared_task
@@ -18,6 +19,10 @@ from .conf import get_setting
 from .read_notices import DigestIncomplete, digest_schedule
 
 logger = logging.getLogger(__name__)
+
+#: Under CELERY_TASK_ALWAYS_EAGER, the longest retry countdown waited in the process
+#: (a longer one is left to the sweep): that of a retry the claim takes early.
+EAGER_WAIT_MAX = sending.EARLY_ARRIVAL.total_seconds()
 
 
 @shared_task(
@@ -110,8 +115,26 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
     """Enqueue the send of these deliveries in batches of ``BATCH_SIZE``.
 
     A broker that cannot be reached is logged, not raised: the deliveries stay
-    queued and the sweep enqueues them when the broker is back.
+    queued and the sweep enqueues them when the broker is back. Under
+    ``CELERY_TASK_ALWAYS_EAGER``, which runs no task later, a ``countdown`` of up to
+    ``EAGER_WAIT_MAX`` seconds is waited here, and a longer one is logged and left to
+    the sweep, which sends the deliveries once overdue.
     """
+    if countdown and send_deliveries.app.conf.task_always_eager:
+        # Eager Celery runs a task at once, whatever its countdown. A retry due soon (a
+        # rate limit's pause) waits for its time here, as on a worker. A later one would
+        # come before its deliveries are due and be refused: it is not run, and they
+        # stay deferred, due at their time, for the sweep.
+        if countdown > EAGER_WAIT_MAX:
+            logger.warning(
+                "notify_tracking: CELERY_TASK_ALWAYS_EAGER runs no task later: %d deliveries"
+                " due in %.0f s are left to the sweep (notify_tracking.sweep_stuck)",
+                len(delivery_ids),
+                countdown,
+            )
+            return
+        time.sleep(countdown)
+        countdown = None
     size = get_setting("BATCH_SIZE")
     options = {"countdown": countdown, "queue": get_setting("QUEUE")}
     options = {key: value for key, value in options.items() if value is not None}

@@ -4,6 +4,7 @@ The Celery tasks run eagerly here; tests/integration/ runs them in a real worker
 """
 
 import datetime as dt
+import itertools
 import socket
 import uuid
 from email import message_from_bytes
@@ -101,6 +102,39 @@ def test_temporary_refusal_defers_and_a_retry_sends(task, smtp, django_capture_o
     assert sending.send_deliveries([delivery.pk]) == {"sent": 1}
     delivery.refresh_from_db()
     assert (delivery.status, delivery.error, delivery.attempts) == ("sent", "", 2)
+    assert len(smtp.messages) == 1
+
+
+@override_settings(NOTIFY_TRACKING={"RETRY_BACKOFF": 1, "RETRY_BACKOFF_MAX": 1, "MAX_ATTEMPTS": 3})
+def test_an_eager_retry_due_soon_waits_for_its_time(task, smtp, django_capture_on_commit_callbacks):
+    """CELERY_TASK_ALWAYS_EAGER (as here) runs a retry at once, whatever its countdown:
+    a retry due within seconds must still come at its time, as on a worker, and not
+    spend every attempt in a row."""
+    smtp.rcpt_answers["bob@example.com"] = ["451 4.3.0 Mailbox busy, try later"] * 3
+    delivery = send_now(task, ["bob@example.com"], django_capture_on_commit_callbacks)
+    delivery = delivery.deliveries.get()
+    assert (delivery.status, delivery.attempts) == ("failed", 3)
+    events = list(delivery.events.order_by("occurred_at", "pk"))
+    assert [event.kind for event in events] == ["deferred", "deferred", "failed"]
+    for deferral, following in itertools.pairwise(events):
+        waited = (following.occurred_at - deferral.occurred_at).total_seconds()
+        assert waited >= deferral.details["retry_in_seconds"] - 0.05  # rounded to 0.1 s
+
+
+def test_an_eager_retry_due_later_is_left_to_the_sweep(
+    task, smtp, caplog, django_capture_on_commit_callbacks
+):
+    smtp.rcpt_answers["bob@example.com"] = ["451 4.3.0 Mailbox busy, try later"]
+    delivery = send_now(task, ["bob@example.com"], django_capture_on_commit_callbacks)
+    delivery = delivery.deliveries.get()
+    assert (delivery.status, delivery.attempts) == ("deferred", 1)
+    assert "left to the sweep" in caplog.text
+    Delivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=timezone.now() - dt.timedelta(hours=1)  # overdue: the sweep's
+    )
+    assert sending.sweep_stuck() == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("sent", 2)
     assert len(smtp.messages) == 1
 
 
