@@ -16,9 +16,10 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/python example_project/run_demo.py $(DEMO_ARGS)
 
-# HOST_TESTS: the app in host configurations that cannot change within one run (a user
-# model of the host's own); each runs apart, under its own settings.
-HOST_TESTS := --ds=tests.hosts.settings_uuid_user tests/hosts/uuid_user_checks.py
+# HOSTS: the app in host configurations that cannot change within one run (a user model
+# of the host's own); each runs apart: tests/hosts/<host>_checks.py with the settings
+# tests/hosts/settings_<host>.py.
+HOSTS := $(patsubst tests/hosts/%_checks.py,%,$(wildcard tests/hosts/*_checks.py))
 
 # PYTEST_ARGS (a selection such as -m worker, -k or a path) go to the main run only, and
 # then the host runs are left out: a selection of the main suite is not meant for them.
@@ -26,7 +27,10 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 ifeq ($(strip $(PYTEST_ARGS)),)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(HOST_TESTS)
+	for host in $(HOSTS); do \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    --ds=tests.hosts.settings_$$host tests/hosts/$${host}_checks.py || exit 1; \
+	done
 endif
 
 lint: $(BIN)/.installed

@@ -45,6 +45,11 @@ CI_CELLS = {
 
 #: The newest pair, also run on PostgreSQL (session ``postgresql``).
 NEWEST = ("3.13", "6.0")
+#: The host configurations of tests/hosts, each run apart (as the Makefile's HOSTS).
+HOSTS = sorted(
+    path.name[: -len("_checks.py")]
+    for path in (Path(__file__).parent / "tests" / "hosts").glob("*_checks.py")
+)
 #: The database of that run; the session's test database is created next to it.
 POSTGRESQL_URL = os.environ.get(
     "NOTIFY_TRACKING_MATRIX_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"
@@ -124,13 +129,14 @@ def _suite(session: nox.Session, django: str, database_url: str) -> None:
         *session.posargs,
         env=env,
     )
-    # A host's own user model (tests/hosts): its own run, as in `make test`.
-    session.run(
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--ds=tests.hosts.settings_uuid_user",
-        "tests/hosts/uuid_user_checks.py",
-        env=env,
-    )
+    # A host's own user model (tests/hosts): each its own run, as in `make test`.
+    for host in HOSTS:
+        session.run(
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--ds=tests.hosts.settings_{host}",
+            f"tests/hosts/{host}_checks.py",
+            env=env,
+        )

@@ -14,6 +14,8 @@ Host projects can show an object's notifications on its own admin page with
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any, cast
 
 from django.contrib import admin
@@ -29,6 +31,7 @@ from . import status as st
 from .aggregate import describe
 from .conf import channel_names
 from .models import Delivery, DeliveryEvent, Notification
+from .retention import placeholders
 
 #: The most events the timeline of a delivery's admin page shows (the newest).
 TIMELINE_LIMIT = 200
@@ -177,14 +180,17 @@ class DeliveryAdmin(ReadOnlyAdmin):
         return activity_urls(self) + super().get_urls()
 
     def get_search_results(self, request, queryset: QuerySet, search_term: str):
-        """An address is matched whole, in any case (the index on UPPER(recipient));
-        anything else as the beginning of an address or a subject. Never
-        ``LIKE '%term%'``, which reads the whole table."""
+        """An address is matched whole, in any case (the index on UPPER(recipient)), and
+        so are its placeholders (anonymised deliveries); anything else as the beginning
+        of an address or a subject. Never ``LIKE '%term%'``, which reads the whole
+        table."""
         term = search_term.strip()
         if not term:
             return queryset, False
         if "@" in term and "." in term.rpartition("@")[2]:
-            return queryset.filter(recipient__iexact=term), False
+            addresses = (term, *placeholders(term))
+            matches = reduce(operator.or_, (Q(recipient__iexact=one) for one in addresses))
+            return queryset.filter(matches), False
         return _prefix_search(queryset, term, ("recipient", "notification__subject")), False
 
     @admin.display(description=_("subject"), ordering="notification__subject")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -280,16 +281,25 @@ def _anonymised() -> Q:
     return Q(text="")
 
 
-def placeholder(address: str) -> str:
+def placeholder(address: str, secret: str | bytes | None = None) -> str:
     """The stable, non-reversible stand-in of an address after anonymisation.
 
-    A keyed hash (``SECRET_KEY``) of the address in lower case: the same address always
-    gives the same placeholder, so support can still find "the deliveries to this
-    address" by typing it, but the address cannot be read back from it.
+    A keyed hash (``SECRET_KEY``, or ``secret``) of the address in lower case: the same
+    address always gives the same placeholder, so support can still find "the
+    deliveries to this address" by typing it, but the address cannot be read back from
+    it.
     """
     key = "notify_tracking.retention.placeholder"
-    digest = salted_hmac(key, address.strip().lower(), algorithm="sha256").hexdigest()
+    value = address.strip().lower()
+    digest = salted_hmac(key, value, secret=secret, algorithm="sha256").hexdigest()
     return f"{PLACEHOLDER_PREFIX}{digest[:32]}"
+
+
+def placeholders(address: str) -> tuple[str, ...]:
+    """Every placeholder ``address`` may have been given: with ``SECRET_KEY``, and with
+    each of ``SECRET_KEY_FALLBACKS``, the keys it replaced (anonymised before then)."""
+    fallbacks = [placeholder(address, secret) for secret in settings.SECRET_KEY_FALLBACKS]
+    return tuple(dict.fromkeys([placeholder(address), *fallbacks]))
 
 
 def scrub(text: str, address: str) -> str:

@@ -12,9 +12,10 @@ from django.utils import timezone
 from notify_tracking import status as st
 from notify_tracking.activity.filters import FilterError, parse, search
 from notify_tracking.models import Delivery
+from notify_tracking.targets import key_of
 from tests.activity_support import delivery_to, make_notification, record, sent_at_age
 from tests.status_factories import CHAT_CHANNELS
-from tests.testapp.models import Comment, Task, UUIDTask
+from tests.testapp.models import Comment, OpenTask, Task, UUIDTask
 
 pytestmark = pytest.mark.django_db
 
@@ -175,6 +176,16 @@ def test_target(task):
     assert recipients({"target": f"testapp.comment:{comment.pk}"}) == ["comment@example.com"]
     assert recipients({"target": f"testapp.uuidtask:{uuid_task.pk}"}) == ["uuid@example.com"]
     assert recipients({"target": "testapp.task:999999"}) == []
+
+
+def test_target_of_a_proxy_model():
+    """notify() keeps the concrete model's type, as Django's generic relations do: the
+    proxy's key (``key_of()``) and the concrete model's find the same deliveries."""
+    proxied = OpenTask.objects.create(title="Proxied")
+    make_notification(proxied, ["proxy@example.com"])
+    assert key_of(proxied) == f"testapp.opentask:{proxied.pk}"
+    assert recipients({"target": key_of(proxied)}) == ["proxy@example.com"]
+    assert recipients({"target": f"testapp.task:{proxied.pk}"}) == ["proxy@example.com"]
 
 
 def test_status_list_and_read_alias(task):

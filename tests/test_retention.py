@@ -337,6 +337,27 @@ def test_the_placeholder_is_stable_and_support_can_still_find_it(task):
     assert {d.notification_id for d in found} == {first.pk, second.pk}
 
 
+def test_support_finds_anonymised_deliveries_after_the_key_changes(task, client, admin_user):
+    """The key of the placeholder is SECRET_KEY: one made before a rotation is found
+    while the old key is in SECRET_KEY_FALLBACKS, by the activity log and the admin."""
+    before = aged(task, "dave@example.com", 60 * DAY)
+    with override_settings(SECRET_KEY="k" * 50 + "-old", SECRET_KEY_FALLBACKS=[]):
+        purge(now=NOW, mode="anonymise")
+    after = aged(task, "Dave@Example.com", 50 * DAY)
+    with override_settings(SECRET_KEY="k" * 50 + "-new", SECRET_KEY_FALLBACKS=["k" * 50 + "-old"]):
+        purge(now=NOW, mode="anonymise")
+        assert len(set(Delivery.objects.values_list("recipient", flat=True))) == 2
+        found = search({"recipient": "dave@example.com"})
+        assert {d.notification_id for d in found} == {before.pk, after.pk}
+        client.force_login(admin_user)  # a session of the new key
+        response = client.get("/admin/notify_tracking/delivery/", {"q": "dave@example.com"})
+        shown = {d.notification_id for d in response.context["cl"].result_list}
+        assert shown == {before.pk, after.pk}
+    with override_settings(SECRET_KEY="k" * 50 + "-new", SECRET_KEY_FALLBACKS=[]):
+        found = search({"recipient": "dave@example.com"})  # the old key dropped
+        assert {d.notification_id for d in found} == {after.pk}
+
+
 def test_anonymising_twice_changes_nothing_more(task):
     aged(task, "dave@example.com", 60 * DAY)
     purge(now=NOW, mode="anonymise")

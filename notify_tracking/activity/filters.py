@@ -24,15 +24,15 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.translation import gettext as _
 
 from .. import status as st
 from ..models import Delivery
-from ..retention import placeholder
+from ..retention import placeholders
 from ..targets import BadTarget, parse_key
 
 #: The search parameters, in the order the docs and the forms list them.
@@ -184,8 +184,9 @@ def _problem_with(value: Any) -> str | None:
 
 
 def _recipient(value: str) -> dict[str, Any]:
-    """The address in any case, and its placeholder: anonymised deliveries show too."""
-    return {"recipients": (value, placeholder(value))}
+    """The address in any case, and its placeholders (one per key, the current and the
+    replaced ones): anonymised deliveries show too."""
+    return {"recipients": (value, *placeholders(value))}
 
 
 def _recipient_prefix(value: str) -> dict[str, Any]:
@@ -208,7 +209,8 @@ def _target(value: str) -> dict[str, Any]:
             _("%(problem)s; expected <app_label>.<model>:<pk>, e.g. tracker.task:42")
             % {"problem": str(error).rstrip(".")}
         ) from None
-    content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
+    # The concrete model's type, as notify() stores it: a proxy's key finds its rows too.
+    content_type = ContentType.objects.get_for_model(model)
     return {"target": (content_type.pk, str(pk))}
 
 
@@ -242,7 +244,9 @@ def _sender(value: str) -> dict[str, Any]:
     """A user's pk, user name or email address; an unknown one matches no delivery."""
     user_model = get_user_model()
     matches = Q(**{user_model.USERNAME_FIELD: value})
-    matches |= Q(**{user_model.get_email_field_name(): value})
+    email_field = user_model.get_email_field_name()  # "email" even when there is none
+    if _is_field(user_model, email_field):
+        matches |= Q(**{email_field: value})
     try:
         pk = user_model._meta.pk.to_python(value)  # an int, a UUID...
     except ValidationError:
@@ -256,6 +260,14 @@ def _sender(value: str) -> dict[str, Any]:
             user_model._default_manager.filter(matches).values_list("pk", flat=True)
         )
     }
+
+
+def _is_field(model: type[Model], name: str) -> bool:
+    try:
+        model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return False
+    return True
 
 
 def _since(value: str) -> dict[str, Any]:

@@ -24,3 +24,10 @@ class UUIDTask(models.Model):
 
     def __str__(self):
         return self.title
+
+
+class OpenTask(Task):
+    """A proxy of Task, as a host may notify on (its rows are Task rows)."""
+
+    class Meta:
+        proxy = True
