@@ -203,7 +203,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("notification"))
     def notification_link(self, delivery: Delivery) -> str:
-        url = reverse("admin:notify_tracking_notification_change", args=[delivery.notification_id])
+        url = reverse(
+            "admin:notify_tracking_notification_change",
+            args=[delivery.notification_id],
+            current_app=self.admin_site.name,  # the site this page is on, if not admin.site
+        )
         return format_html('<a href="{}">{}</a>', url, delivery.notification)
 
     @admin.display(description=_("events, oldest first"))
@@ -311,7 +315,9 @@ class NotificationInline(ReadOnlyInlineMixin, GenericTabularInline):
         counts = {status: getattr(notification, f"n_{status}", 0) for status in st.STATUSES}
         label = describe(counts)["label"]
         try:
-            url = reverse("admin:notify_tracking_delivery_changelist")
+            url = reverse(
+                "admin:notify_tracking_delivery_changelist", current_app=self.admin_site.name
+            )
         except NoReverseMatch:
             return label
         return format_html('<a href="{}?notification={}">{}</a>', url, notification.pk, label)

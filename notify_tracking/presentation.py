@@ -173,11 +173,7 @@ class BadgeIcons:
         if isinstance(pk, int | uuid.UUID):
             text = str(pk)  # nothing to quote or escape
         else:
-            text = str(pk)
-            if pattern is None or "/" in text:
-                url = details_url(target)  # None, or a pk the pattern cannot hold
-                return "" if url is None else f' data-nt-url="{escape(url)}"'
-            text = escape(quote(text, safe=_PATH_SAFE))
+            text = escape(quote(str(pk), safe=_PATH_SAFE))
         if pattern is None:
             return ""
         start, end = pattern

@@ -151,6 +151,13 @@ def _check_target(target: Any) -> None:
         raise TypeError(f"target must be a saved model instance, not {type(target).__name__}")
     if target.pk is None or target._state.adding:
         raise ValueError(f"target {target!r} is not saved: save it before notify()")
+    longest = Notification._meta.get_field("object_id").max_length
+    if longest is not None and len(str(target.pk)) > longest:
+        # Refused here on every database: PostgreSQL would fail the INSERT, SQLite keep it.
+        raise ValueError(
+            f"target {type(target).__name__} {target.pk!r}: its key is longer than the"
+            f" {longest} characters a notification can hold"
+        )
 
 
 def _check_channels(channel: str | Sequence[str] | None) -> list[str]:

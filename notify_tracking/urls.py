@@ -20,7 +20,8 @@ app_name = "notify_tracking"
 urlpatterns = [
     *tracking_urlpatterns,
     # The badge HTML that the popup's refresh button loads; the PNG badge for emails.
-    path("status/<str:target_type>/<str:pk>/badge/", views.badge_fragment, name="status-badge"),
+    # <path:pk>: a text key may hold "/" ("PROJ/123"); the "/badge/" after it still ends it.
+    path("status/<str:target_type>/<path:pk>/badge/", views.badge_fragment, name="status-badge"),
     path("badge/<str:token>.png", views.badge_png, name="status-badge-png"),
 ]
 

@@ -12,7 +12,12 @@ from django.urls import include, path
 
 from notify_tracking import notify, record_event
 from notify_tracking import status as st
-from notify_tracking.admin import CappedCountPaginator, NotificationInline
+from notify_tracking.admin import (
+    CappedCountPaginator,
+    DeliveryAdmin,
+    NotificationAdmin,
+    NotificationInline,
+)
 from notify_tracking.models import Delivery, Notification
 from tests.status_factories import notify_with_statuses
 from tests.testapp.models import Task
@@ -27,8 +32,11 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [NotificationInline]
 
 
+# A site of the host's own beside admin.site, with the app's pages on it too.
 host_site = admin.AdminSite(name="host_admin")
 host_site.register(Task, TaskAdmin)
+host_site.register(Delivery, DeliveryAdmin)
+host_site.register(Notification, NotificationAdmin)
 urlpatterns = [
     path("notify/", include("notify_tracking.urls")),
     path("admin/", admin.site.urls),
@@ -177,6 +185,23 @@ def test_host_admin_inline_shows_notification_statuses(admin_client):
     assert "Read by 2 of 3" in page
     assert "Error" in page
     assert f"?notification={Notification.objects.get(subject='First').pk}" in page
+
+
+@pytest.mark.urls("tests.test_admin")
+def test_links_stay_on_the_hosts_own_admin_site(admin_client):
+    task = Task.objects.create(title="Host task")
+    notify_with_statuses(task, [st.OPENED])
+    notification = Notification.objects.get()
+    delivery = notification.deliveries.get()
+
+    inline = admin_client.get(f"/host-admin/testapp/task/{task.pk}/change/").content.decode()
+    change = admin_client.get(f"/host-admin/notify_tracking/delivery/{delivery.pk}/change/")
+
+    assert f'href="/host-admin/notify_tracking/delivery/?notification={notification.pk}"' in inline
+    assert 'href="/admin/notify_tracking/' not in inline
+    page = change.content.decode()
+    assert f'href="/host-admin/notify_tracking/notification/{notification.pk}/change/"' in page
+    assert f'href="/admin/notify_tracking/notification/{notification.pk}/change/"' not in page
 
 
 @pytest.mark.urls("tests.test_admin")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
@@ -13,7 +15,7 @@ from notify_tracking import status as st
 from notify_tracking.checks import check_settings
 from notify_tracking.models import Notification
 from tests.status_factories import notify_with_statuses
-from tests.testapp.models import Comment, Task, UUIDTask
+from tests.testapp.models import Comment, Task, Ticket, UUIDTask
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +145,23 @@ def test_uuid_target(client, people):
 
     assert response.status_code == 200
     assert response.json()["label"] == "Delivered"
+
+
+@pytest.mark.parametrize("key", ["PROJ/123", "PROJ/", "ops:42", "a b", "ключ%20"])
+def test_text_keyed_target(client, people, key):
+    target = Ticket.objects.create(key=key)
+    notify_with_statuses(target, [st.DELIVERED])
+
+    response = get_as(client, people["staff"], detail_url(target))
+    query = urlencode({"targets": f"testapp.ticket:{key}"})  # "%" itself encoded
+    listed = get_as(
+        client, people["staff"], reverse("notify_tracking:api-status-list") + "?" + query
+    )
+
+    assert response.status_code == 200
+    assert response.json()["label"] == "Delivered"
+    assert listed.status_code == 200
+    assert [item["label"] for item in listed.json()["results"]] == ["Delivered"]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from notify_tracking import Recipient, notify
 from notify_tracking.models import Delivery, Notification, TrackingPreference
-from tests.testapp.models import Task, UUIDTask
+from tests.testapp.models import Task, Ticket, UUIDTask
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +39,13 @@ def test_uuid_primary_key_targets_work():
     notification = notify(target, ["a@example.com"], text="Hi")
     assert Notification.objects.get(object_id=str(target.pk)).target == target
     assert notification.content_type == ContentType.objects.get_for_model(UUIDTask)
+
+
+@pytest.mark.parametrize("key", ["PROJ/123", "ops:42", "a b", "ключ%20", "K" * 64])
+def test_text_keyed_targets_work(key):
+    target = Ticket.objects.create(key=key)
+    notify(target, ["a@example.com"], text="Hi")
+    assert Notification.objects.get(object_id=key).target == target
 
 
 def test_duplicate_recipients_are_sent_once(task, user):
@@ -146,7 +153,9 @@ def test_tracking_switched_off_globally(task):
 
 def bad_calls(task, user):
     unsaved = Task(title="unsaved")
+    too_long = Ticket.objects.create(key="K" * 65)  # the column holds 64 characters
     return [
+        (dict(target=too_long, recipients=["a@example.com"], text="T"), ValueError, "longer than"),
         (dict(target=task, recipients=[], text="T"), ValueError, "no recipients"),
         (dict(target=unsaved, recipients=["a@example.com"], text="T"), ValueError, "not saved"),
         (dict(target="task", recipients=["a@example.com"], text="T"), TypeError, "model instance"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.test import override_settings
 
@@ -60,6 +61,15 @@ def test_saving_the_form_stores_the_current_users_choices(client, user, bob):
     assert preference.request_read_receipts is True
     assert preference.read_notice == "digest"
     assert preference.allow_tracking is False  # an unticked box is a no
+
+
+def test_saving_works_in_a_host_without_the_messages_framework(client, user):
+    without_messages = [m for m in settings.MIDDLEWARE if "messages" not in m]
+    with override_settings(MIDDLEWARE=without_messages):
+        client.force_login(user)
+        response = client.post(FORM, {"read_notice": "digest"})
+    assert (response.status_code, response["Location"]) == (302, FORM)
+    assert TrackingPreference.objects.get(user=user).read_notice == "digest"
 
 
 def test_an_invalid_choice_is_shown_and_nothing_saved(client, user):

@@ -7,6 +7,7 @@ same full badge from the fragment view (``data-nt-url``) when it is opened.
 
 from __future__ import annotations
 
+import html as html_module
 import re
 
 import pytest
@@ -20,7 +21,7 @@ from notify_tracking import record_event
 from notify_tracking import status as st
 from notify_tracking.models import Notification
 from tests.status_factories import CHAT_CHANNELS, notify_with_statuses
-from tests.testapp.models import Comment, Task, UUIDTask
+from tests.testapp.models import Comment, Task, Ticket, UUIDTask
 
 pytestmark = pytest.mark.django_db
 
@@ -334,24 +335,33 @@ def test_list_badge_and_loaded_badge_show_the_same_icon(client, viewer):
         assert fresh_button == button
 
 
-def test_list_badge_urls_of_every_key_type(staff):
+def test_list_badge_urls_of_every_key_type(client, staff):
     task = Task.objects.create(title="Int keyed")
     uuid_task = UUIDTask.objects.create(title="UUID keyed")
     comment = Comment.objects.create(task=task, body="c")
-    for target in (task, uuid_task, comment):
+    tickets = [Ticket.objects.create(key=key) for key in ("PROJ/123", "ops:42 ü&", "a%2Fb")]
+    targets = [task, uuid_task, comment, *tickets]
+    for target in targets:
         notify_with_statuses(target, [st.SENT])
     template = (
         "{% load notify_tracking %}{% delivery_badges_for targets as badges %}"
         "{% for target in targets %}{% delivery_badge target badges %}{% endfor %}"
     )
 
-    html = render(template, staff, targets=[task, uuid_task, comment])
+    html = render(template, staff, targets=targets)
 
-    assert [_attributes(badge)["data-nt-url"] for badge in _badges(html)] == [
+    urls = [html_module.unescape(_attributes(badge)["data-nt-url"]) for badge in _badges(html)]
+    assert urls == [
         reverse("notify_tracking:status-badge", args=["testapp.task", task.pk]),
         reverse("notify_tracking:status-badge", args=["testapp.uuidtask", uuid_task.pk]),
         reverse("notify_tracking:status-badge", args=["testapp.comment", comment.pk]),
+        *(reverse("notify_tracking:status-badge", args=["testapp.ticket", t.pk]) for t in tickets),
     ]
+    client.force_login(staff)
+    for url in urls:  # what the popup loads
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert "Sent" in response.content.decode(), url
 
 
 def test_list_badge_of_an_object_missing_from_the_map_and_from_summaries(

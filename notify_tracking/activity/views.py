@@ -54,7 +54,10 @@ def preferences(request: HttpRequest) -> HttpResponse:
     form = TrackingPreferenceForm(data, instance=instance)
     if request.method == "POST" and form.is_valid():
         form.save()
-        messages.success(request, _("Your notification preferences were saved."))
+        # fail_silently: a host without django.contrib.messages still gets its redirect.
+        messages.success(
+            request, _("Your notification preferences were saved."), fail_silently=True
+        )
         return redirect(request.path)
     response = render(request, "notify_tracking/preferences/form.html", {"form": form})
     patch_cache_control(response, private=True, no_cache=True)

@@ -6,5 +6,6 @@ from .views import StatusListView, StatusView
 
 urlpatterns = [
     path("api/status/", StatusListView.as_view(), name="api-status-list"),
-    path("api/status/<str:target_type>/<str:pk>/", StatusView.as_view(), name="api-status"),
+    # <path:pk>: a text key may hold "/" ("PROJ/123").
+    path("api/status/<str:target_type>/<path:pk>/", StatusView.as_view(), name="api-status"),
 ]

@@ -31,3 +31,12 @@ class OpenTask(Task):
 
     class Meta:
         proxy = True
+
+
+class Ticket(models.Model):
+    """A target keyed by text, as "PROJ/123" or "ops:42" in an issue tracker."""
+
+    key = models.CharField(primary_key=True, max_length=200)
+
+    def __str__(self):
+        return self.key
