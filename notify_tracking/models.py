@@ -195,7 +195,8 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.recipient} ({self.channel}): {self.status}"
+        # The admin's titles and breadcrumbs show it: the status as people read it.
+        return f"{self.recipient} ({self.channel}): {self.status_label}"
 
     @property
     def status_label(self) -> str:

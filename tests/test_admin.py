@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
+from django.utils import translation
 
 from notify_tracking import notify, record_event
 from notify_tracking import status as st
@@ -154,6 +155,18 @@ def test_delivery_page_shows_the_event_timeline_read_only(admin_client):
     for text in ("Tracking pixel", "Tracked link", "https://example.com/tasks/1", "Send result"):
         assert text in page
     assert 'name="_save"' not in page
+
+
+def test_a_deliverys_title_names_its_status_as_people_read_it(admin_client):
+    notification = notify_with_statuses(Task.objects.create(title="t"), [st.OPENED])
+    delivery = notification.deliveries.get()
+
+    with translation.override("ru"):
+        russian = str(delivery)
+    page = admin_client.get(f"{DELIVERIES}{delivery.pk}/change/").content.decode()
+
+    assert russian == f"{delivery.recipient} (email): Прочитано"
+    assert f"<title>{delivery.recipient} (email): Read |" in page
 
 
 def test_notification_page_lists_its_deliveries(admin_client):
