@@ -203,11 +203,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("notification"))
     def notification_link(self, delivery: Delivery) -> str:
-        url = reverse(
-            "admin:notify_tracking_notification_change",
-            args=[delivery.notification_id],
-            current_app=self.admin_site.name,  # the site this page is on, if not admin.site
+        url = _admin_url(
+            self.admin_site, "notify_tracking_notification_change", delivery.notification_id
         )
+        if url is None:
+            return str(delivery.notification)
         return format_html('<a href="{}">{}</a>', url, delivery.notification)
 
     @admin.display(description=_("events, oldest first"))
@@ -279,6 +279,18 @@ class NotificationAdmin(ReadOnlyAdmin):
         return notification.content_type.name
 
 
+def _admin_url(site: admin.AdminSite, name: str, *args: Any) -> str | None:
+    """The URL of admin page ``name`` on ``site`` (a host's own admin site), else on the
+    default one (the app's pages may be registered on ``admin.site`` only); None when
+    neither has it."""
+    for current_app in (site.name, None):
+        try:
+            return reverse(f"admin:{name}", args=args, current_app=current_app)
+        except NoReverseMatch:
+            continue
+    return None
+
+
 # --- for host projects ----------------------------------------------------------------
 
 _STATUS_COUNTS = {
@@ -314,10 +326,7 @@ class NotificationInline(ReadOnlyInlineMixin, GenericTabularInline):
     def status(self, notification: Notification) -> str:
         counts = {status: getattr(notification, f"n_{status}", 0) for status in st.STATUSES}
         label = describe(counts)["label"]
-        try:
-            url = reverse(
-                "admin:notify_tracking_delivery_changelist", current_app=self.admin_site.name
-            )
-        except NoReverseMatch:
+        url = _admin_url(self.admin_site, "notify_tracking_delivery_changelist")
+        if url is None:
             return label
         return format_html('<a href="{}?notification={}">{}</a>', url, notification.pk, label)

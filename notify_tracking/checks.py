@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
+from importlib.util import find_spec
 from typing import Any
 
 from django.core.checks import Error, Tags, Warning, register
@@ -226,6 +227,26 @@ def check_time_zone_support(app_configs=None, **kwargs) -> list[Error]:
             hint="Set USE_TZ = True in your settings (Django's default since 5.0, and in "
             "the settings that startproject writes since Django 1.4).",
             id="notify_tracking.E006",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_rest_framework_installed(app_configs=None, **kwargs) -> list[Warning]:
+    """Warn when djangorestframework can be imported (so the app mounts its status API)
+    but is not in INSTALLED_APPS: its browsable pages, what a browser gets, need its
+    templates, and answer 500 without them."""
+    from django.apps import apps
+
+    if find_spec("rest_framework") is None or apps.is_installed("rest_framework"):
+        return []
+    return [
+        Warning(
+            "djangorestframework is installed, so notify_tracking mounts its REST API, but "
+            "'rest_framework' is not in INSTALLED_APPS: a browser that opens the API gets "
+            "a server error (TemplateDoesNotExist: rest_framework/api.html).",
+            hint="Add 'rest_framework' to INSTALLED_APPS (docs/installation.md).",
+            id="notify_tracking.W002",
         )
     ]
 

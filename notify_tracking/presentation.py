@@ -44,14 +44,48 @@ def icon_url(state: str) -> str:
 
 
 def details_url(target: models.Model) -> str | None:
-    """The URL of the full badge of ``target``; None when the app's urls are not mounted."""
+    """The URL of the full badge of ``target``; None when the app's urls are not mounted,
+    or for a key no URL can carry (:func:`key_in_path`)."""
+    pattern = _details_pattern(target)
+    key = key_in_path(target.pk)
+    if pattern is None or key is None:
+        return None
+    return f"{pattern[0]}{key}{pattern[1]}"
+
+
+def key_in_path(pk: Any) -> str | None:
+    """``pk`` as it goes in a URL path, quoted as ``reverse()`` quotes it; None for a
+    key no URL path can carry.
+
+    A text key keeps its "/" ("PROJ/123"; the routes take ``<path:pk>``), unless a
+    client would rewrite the path around them: a "." or ".." segment (browsers resolve
+    them, and would ask for another object) or an empty one. Then every "/" is sent as
+    %2F, which the server decodes back. A key that is "." or ".." itself is always a
+    dot segment, however it is written.
+    """
+    if isinstance(pk, int | uuid.UUID):
+        return str(pk)  # nothing to quote
+    text = str(pk)
+    segments = text.split("/")
+    if len(segments) == 1:
+        return None if text in (".", "..") else quote(text, safe=_PATH_SAFE)
+    if any(segment in ("", ".", "..") for segment in segments):
+        return quote(text, safe=_PATH_SAFE.replace("/", ""))
+    return quote(text, safe=_PATH_SAFE)
+
+
+def _details_pattern(target: models.Model) -> tuple[str, str] | None:
+    """The details URL of ``target``'s model, split where the key goes; None when the
+    app's urls are not mounted."""
     try:
-        return reverse(
+        url = reverse(
             "notify_tracking:status-badge",
-            kwargs={"target_type": type_of(target), "pk": str(target.pk)},
+            kwargs={"target_type": type_of(target), "pk": _PK_PLACEHOLDER},
         )
     except NoReverseMatch:
         return None
+    start, _placeholder, end = url.rpartition(_PK_PLACEHOLDER)
+    return start, end
 
 
 #: The former name of :func:`details_url`.
@@ -167,30 +201,15 @@ class BadgeIcons:
         """`` data-nt-url="..."``: where the script loads the full badge from."""
         model = type(target)
         if model not in self._urls:
-            self._urls[model] = self._url_pattern(target)
+            pattern = _details_pattern(target)
+            self._urls[model] = pattern and (escape(pattern[0]), escape(pattern[1]))
         pattern = self._urls[model]
-        pk = target.pk
-        if isinstance(pk, int | uuid.UUID):
-            text = str(pk)  # nothing to quote or escape
-        else:
-            text = escape(quote(str(pk), safe=_PATH_SAFE))
-        if pattern is None:
+        key = key_in_path(target.pk)
+        if pattern is None or key is None:
             return ""
-        start, end = pattern
-        return f' data-nt-url="{start}{text}{end}"'
-
-    @staticmethod
-    def _url_pattern(target: models.Model) -> tuple[str, str] | None:
-        """The escaped details URL of ``target``'s model, split where the pk goes."""
-        try:
-            url = reverse(
-                "notify_tracking:status-badge",
-                kwargs={"target_type": type_of(target), "pk": _PK_PLACEHOLDER},
-            )
-        except NoReverseMatch:
-            return None
-        start, _placeholder, end = url.rpartition(_PK_PLACEHOLDER)
-        return escape(start), escape(end)
+        if not isinstance(target.pk, int | uuid.UUID):
+            key = escape(key)  # an int or a UUID has nothing to escape
+        return f' data-nt-url="{pattern[0]}{key}{pattern[1]}"'
 
 
 def _unwrapped(user: Any) -> Any:

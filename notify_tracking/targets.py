@@ -6,6 +6,7 @@ costs one query per model, not one per target.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -56,12 +57,14 @@ def parse_key(key: str) -> tuple[type[models.Model], object]:
 
 def parse_pk(model: type[models.Model], pk: str) -> tuple[type[models.Model], object]:
     """``(model, pk)`` with ``pk`` converted to the model's pk type; BadTarget if invalid."""
-    try:
-        value = model._meta.pk.to_python(pk)
-    except ValidationError:
+    value = None
+    if "\x00" not in pk:  # no key holds it, and PostgreSQL refuses it in a query
+        with contextlib.suppress(ValidationError):
+            value = model._meta.pk.to_python(pk)
+    if value is None:
         raise BadTarget(
             _("%(pk)r is not a valid key of %(type)s.") % {"pk": pk, "type": type_of_model(model)}
-        ) from None
+        )
     return model, value
 
 

@@ -7,6 +7,7 @@ ones to its beat schedule with :func:`beat_schedule`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -34,7 +35,37 @@ EAGER_WAIT_MAX = sending.EARLY_ARRIVAL.total_seconds()
 def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
     """Send a batch of deliveries (acknowledged only after it ran, so a dead worker
     does not lose it)."""
-    return sending.send_deliveries(delivery_ids)
+    _eager.depth += 1
+    try:
+        outcome = sending.send_deliveries(delivery_ids)
+    finally:
+        _eager.depth -= 1
+    if _eager.depth == 0 and _eager.retries:
+        _send_eager_retries()
+    return outcome
+
+
+class _EagerRetries(threading.local):
+    """Under CELERY_TASK_ALWAYS_EAGER, the retries a send task of this thread asked for.
+
+    An eager task runs inside the one that enqueues it: a retry would run in the
+    middle of its own batch, whose channel (one SMTP connection) is still in use. So
+    it waits here, and runs once the outermost send task is over, at its time."""
+
+    def __init__(self) -> None:
+        self.depth = 0  # send tasks running in this thread, one inside another
+        self.retries: list[tuple[float, list[int]]] = []  # (due, by time.monotonic(); ids)
+
+
+_eager = _EagerRetries()
+
+
+def _send_eager_retries() -> None:
+    while _eager.retries:
+        _eager.retries.sort(key=lambda retry: retry[0])
+        due, delivery_ids = _eager.retries.pop(0)
+        time.sleep(max(0.0, due - time.monotonic()))
+        send_deliveries(delivery_ids)  # its own retries join the list
 
 
 @shared_task(name="notify_tracking.sweep_stuck", ignore_result=True)
@@ -117,8 +148,9 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
     A broker that cannot be reached is logged, not raised: the deliveries stay
     queued and the sweep enqueues them when the broker is back. Under
     ``CELERY_TASK_ALWAYS_EAGER``, which runs no task later, a ``countdown`` of up to
-    ``EAGER_WAIT_MAX`` seconds is waited here, and a longer one is logged and left to
-    the sweep, which sends the deliveries once overdue.
+    ``EAGER_WAIT_MAX`` seconds is waited, after the send task that asked for it if
+    any, and a longer one is logged and left to the sweep, which sends the
+    deliveries once overdue.
     """
     if countdown and send_deliveries.app.conf.task_always_eager:
         # Eager Celery runs a task at once, whatever its countdown. A retry due soon (a
@@ -132,6 +164,9 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
                 len(delivery_ids),
                 countdown,
             )
+            return
+        if _eager.depth:  # asked by a send task: once it is over (_EagerRetries)
+            _eager.retries.append((time.monotonic() + countdown, list(delivery_ids)))
             return
         time.sleep(countdown)
         countdown = None

@@ -38,10 +38,17 @@ host_site = admin.AdminSite(name="host_admin")
 host_site.register(Task, TaskAdmin)
 host_site.register(Delivery, DeliveryAdmin)
 host_site.register(Notification, NotificationAdmin)
+# Sites that leave some of the app's pages to admin.site.
+task_site = admin.AdminSite(name="task_admin")
+task_site.register(Task, TaskAdmin)
+delivery_site = admin.AdminSite(name="delivery_admin")
+delivery_site.register(Delivery, DeliveryAdmin)
 urlpatterns = [
     path("notify/", include("notify_tracking.urls")),
     path("admin/", admin.site.urls),
     path("host-admin/", host_site.urls),
+    path("task-admin/", task_site.urls),
+    path("delivery-admin/", delivery_site.urls),
 ]
 
 
@@ -215,6 +222,22 @@ def test_links_stay_on_the_hosts_own_admin_site(admin_client):
     page = change.content.decode()
     assert f'href="/host-admin/notify_tracking/notification/{notification.pk}/change/"' in page
     assert f'href="/admin/notify_tracking/notification/{notification.pk}/change/"' not in page
+
+
+@pytest.mark.urls("tests.test_admin")
+def test_links_go_to_admin_site_for_the_pages_a_hosts_site_leaves_to_it(admin_client):
+    task = Task.objects.create(title="Host task")
+    notify_with_statuses(task, [st.OPENED])
+    notification = Notification.objects.get()
+    delivery = notification.deliveries.get()
+
+    inline = admin_client.get(f"/task-admin/testapp/task/{task.pk}/change/").content.decode()
+    change = admin_client.get(f"/delivery-admin/notify_tracking/delivery/{delivery.pk}/change/")
+
+    assert f'href="/admin/notify_tracking/delivery/?notification={notification.pk}"' in inline
+    assert change.status_code == 200
+    page = change.content.decode()
+    assert f'href="/admin/notify_tracking/notification/{notification.pk}/change/"' in page
 
 
 @pytest.mark.urls("tests.test_admin")

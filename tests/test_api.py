@@ -164,6 +164,19 @@ def test_text_keyed_target(client, people, key):
     assert [item["label"] for item in listed.json()["results"]] == ["Delivered"]
 
 
+def test_a_key_with_a_nul_is_refused_not_queried(client, people):
+    """No key holds a NUL, and PostgreSQL refuses one in a query (a 500 before)."""
+    Ticket.objects.create(key="ab")
+    client.force_login(people["staff"])
+
+    one = client.get("/notify/api/status/testapp.ticket/a%00b/")
+    badge = client.get("/notify/status/testapp.ticket/a%00b/badge/")
+    many = client.get("/notify/api/status/?targets=testapp.ticket:a%00b")
+
+    assert (one.status_code, badge.status_code, many.status_code) == (404, 404, 400)
+    assert "is not a valid key of testapp.ticket" in str(many.json())
+
+
 @pytest.mark.parametrize(
     "path", ["nope.task/1/", "testapp/1/", "testapp.task/not-a-number/", "testapp.uuidtask/12/"]
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.checks import Tags, run_checks
 from django.core.exceptions import ImproperlyConfigured
+from django.template import TemplateDoesNotExist
 from django.test import override_settings
 
 from notify_tracking.checks import VALIDATORS, check_settings
@@ -72,6 +73,22 @@ def test_not_a_dict():
     assert errors_for(["RETENTION_DAYS"]) == [
         ("notify_tracking.E001", "settings.NOTIFY_TRACKING must be a dict")
     ]
+
+
+def test_rest_framework_missing_from_installed_apps_is_warned(client, admin_user, settings):
+    """Installed but not listed, DRF's browsable pages answer 500 (found following the
+    installation page before it listed "rest_framework")."""
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    warnings = [e for e in run_checks(tags=[Tags.compatibility]) if e.id.startswith("notify")]
+    client.force_login(admin_user)
+    with pytest.raises(TemplateDoesNotExist):  # what the check warns of
+        client.get("/notify/api/status/", {"targets": "testapp.task:1"}, HTTP_ACCEPT="text/html")
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "rest_framework"]
+    listed = [e for e in run_checks(tags=[Tags.compatibility]) if e.id.startswith("notify")]
+
+    assert [warning.id for warning in warnings] == ["notify_tracking.W002"]
+    assert "'rest_framework' is not in INSTALLED_APPS" in warnings[0].msg
+    assert listed == []
 
 
 def test_use_tz_false_is_refused_by_manage_py_check():

@@ -364,6 +364,35 @@ def test_list_badge_urls_of_every_key_type(client, staff):
         assert "Sent" in response.content.decode(), url
 
 
+@pytest.mark.parametrize(
+    ("key", "in_url"),
+    [
+        ("a/../b", "a%2F..%2Fb"),  # a browser would ask for "b"
+        ("./a", ".%2Fa"),
+        ("a//b", "a%2F%2Fb"),
+        ("PROJ/", "PROJ%2F"),
+        ("..", None),  # a dot segment however it is written: no URL
+    ],
+)
+def test_a_key_a_browser_would_rewrite_is_sent_with_its_slashes_encoded(client, staff, key, in_url):
+    ticket = Ticket.objects.create(key=key)
+    other = Ticket.objects.create(key="b")
+    for target in (ticket, other):
+        notify_with_statuses(target, [st.SENT] if target is ticket else [st.BOUNCED])
+
+    html = render(MANY, staff, comments=[ticket])
+
+    attributes = _attributes(_badges(html)[0])
+    if in_url is None:
+        assert "data-nt-url" not in attributes
+        return
+    url = html_module.unescape(attributes["data-nt-url"])
+    assert url == f"/notify/status/testapp.ticket/{in_url}/badge/"
+    client.force_login(staff)
+    page = client.get(url).content.decode()
+    assert "Sent" in page and "Error" not in page  # its own badge, not "b"'s bounce
+
+
 def test_list_badge_of_an_object_missing_from_the_map_and_from_summaries(
     staff, django_assert_num_queries
 ):
