@@ -71,7 +71,12 @@ def test_the_command_fails_only_for_an_unreadable_file(db, tmp_path):
 # --- the command as an MTA runs it: a process reading a pipe -----------------------------------
 
 
-def run_command(*args: str, stdin: bytes = b"", db_name: str | None = None):
+def run_command(*args: str, stdin: bytes | None = b"", db_name: str | None = None):
+    """The command in a process of its own; ``stdin`` None: with descriptor 0 closed."""
+    if stdin is None:
+        feed: dict = {"stdin": subprocess.DEVNULL, "preexec_fn": lambda: os.close(0)}
+    else:
+        feed = {"input": stdin}
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -80,7 +85,7 @@ def run_command(*args: str, stdin: bytes = b"", db_name: str | None = None):
     }
     return subprocess.run(
         [sys.executable, "-m", "django", COMMAND, *args],
-        input=stdin,
+        **feed,
         capture_output=True,
         cwd=REPO_ROOT,
         env=env,
@@ -138,6 +143,14 @@ def test_a_huge_piped_message_is_read_to_the_end_and_ignored(committed_bob):
     assert out == b"ignored: the message is larger than MAX_REPORT_BYTES (1048576 bytes)\n"
     committed_bob.refresh_from_db()
     assert committed_bob.status == st.SENT
+
+
+def test_a_closed_standard_input_exits_74_without_a_traceback(db):
+    done = run_command(stdin=None)
+
+    assert done.returncode == 74, done.stderr
+    assert b"cannot read standard input: it is closed" in done.stderr
+    assert b"Traceback" not in done.stderr
 
 
 def test_a_missing_file_exits_66_without_a_traceback(db):

@@ -278,6 +278,8 @@ def test_the_address_is_matched_in_lower_case_too(task):
         (("a@example.com", "--limit", "0"), "--limit must be from 1 to 1000"),
         (("a@example.com", "--limit", "5000"), "--limit must be from 1 to 1000"),
         (("a\x00@example.com",), "address: must not contain control characters"),
+        (("",), "address must not be empty"),  # not everyone's deliveries
+        (("   ",), "address must not be empty"),
     ],
 )
 def test_bad_arguments_fail_clearly(args, message):

@@ -3,8 +3,11 @@
 from django.conf import settings
 from django.db import migrations, models
 
+from ._operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the index is built concurrently on PostgreSQL (_operations)
 
     dependencies = [
         ('notify_tracking', '0001_initial'),
@@ -12,7 +15,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='delivery',
             index=models.Index(fields=['recipient'], name='nt_deliv_recipient_prefix', opclasses=['varchar_pattern_ops']),
         ),

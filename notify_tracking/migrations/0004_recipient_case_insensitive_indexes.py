@@ -9,28 +9,27 @@ INSTALLED_APPS and cannot be written in a model that must also run on SQLite, so
 model declares the portable ``Index(Upper("recipient"))`` and this migration adds the
 operator class on PostgreSQL; the index has the same name and expression everywhere.
 
-On PostgreSQL the indexes are built and dropped ``CONCURRENTLY`` (hence
-``atomic = False``): the deliveries table is the hot one, and a plain CREATE INDEX
-would block sending for as long as the build takes on a large table. If the build is
-interrupted, PostgreSQL leaves an invalid index: drop it
-(``DROP INDEX CONCURRENTLY nt_deliv_recipient_upper``) and migrate again.
+On PostgreSQL the indexes are built and dropped ``CONCURRENTLY``, forwards and
+backwards (hence ``atomic = False``; see ``_operations``): the deliveries table is the
+hot one, and a plain CREATE INDEX would block sending for as long as the build takes
+on a large table. If the build is interrupted, PostgreSQL leaves an invalid index:
+drop it (``DROP INDEX CONCURRENTLY nt_deliv_recipient_upper``) and migrate again.
 """
 
 from django.db import migrations, models
 from django.db.models.functions import Upper
 
+from ._operations import RemoveIndexConcurrently, drop_concurrently, postgresql
+
 INDEX = "nt_deliv_recipient_upper"
 
 
-def _postgresql(schema_editor) -> bool:
-    return schema_editor.connection.vendor == "postgresql"
-
-
 class AddUpperRecipientIndex(migrations.AddIndex):
-    """AddIndex; on PostgreSQL with ``text_pattern_ops``, built concurrently."""
+    """AddIndex; on PostgreSQL with ``text_pattern_ops``, built (and dropped backwards)
+    concurrently."""
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if not _postgresql(schema_editor):
+        if not postgresql(schema_editor):
             return super().database_forwards(app_label, schema_editor, from_state, to_state)
         model = to_state.apps.get_model(app_label, self.model_name)
         if not self.allow_migrate_model(schema_editor.connection.alias, model):
@@ -43,18 +42,12 @@ class AddUpperRecipientIndex(migrations.AddIndex):
         )
         return None
 
-
-class RemoveIndexConcurrently(migrations.RemoveIndex):
-    """RemoveIndex; on PostgreSQL ``DROP INDEX CONCURRENTLY`` (no lock on writes)."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if not _postgresql(schema_editor):
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if not postgresql(schema_editor):
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)
         model = from_state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.execute(
-                f"DROP INDEX CONCURRENTLY IF EXISTS {schema_editor.quote_name(self.name)}"
-            )
+            drop_concurrently(schema_editor, self.index.name)
         return None
 
 

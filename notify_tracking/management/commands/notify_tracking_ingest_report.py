@@ -57,8 +57,11 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
     def _read_stdin(self, stream: Any) -> bytes:
+        stream = stream or (sys.stdin and sys.stdin.buffer)  # None: no descriptor 0 at all
+        if stream is None:
+            raise CommandError("cannot read standard input: it is closed", returncode=EX_IOERR)
         try:
-            return read_limited(stream or sys.stdin.buffer)
+            return read_limited(stream)
         except OSError as error:
             raise CommandError(
                 f"cannot read standard input: {error}", returncode=EX_IOERR

@@ -47,6 +47,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, address: str, limit: int, **options: Any) -> None:
         if not 1 <= limit <= MAX_LIMIT:
             raise CommandError(f"--limit must be from 1 to {MAX_LIMIT}")
+        if not address.strip():  # the search would leave it out, and list everyone's
+            raise CommandError("address must not be empty")
         try:
             wanted = parse({"recipient": address})
         except FilterError as error:
