@@ -19,12 +19,12 @@ drop it (``DROP INDEX CONCURRENTLY nt_deliv_recipient_upper``) and migrate again
 from django.db import migrations, models
 from django.db.models.functions import Upper
 
-from ._operations import RemoveIndexConcurrently, drop_concurrently, postgresql
+from ._operations import AddIndexConcurrently, RemoveIndexConcurrently, postgresql
 
 INDEX = "nt_deliv_recipient_upper"
 
 
-class AddUpperRecipientIndex(migrations.AddIndex):
+class AddUpperRecipientIndex(AddIndexConcurrently):
     """AddIndex; on PostgreSQL with ``text_pattern_ops``, built (and dropped backwards)
     concurrently."""
 
@@ -40,14 +40,6 @@ class AddUpperRecipientIndex(migrations.AddIndex):
             f"CREATE INDEX CONCURRENTLY {quote(self.index.name)} "
             f"ON {quote(model._meta.db_table)} ((UPPER({quote(column)})) text_pattern_ops)"
         )
-        return None
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if not postgresql(schema_editor):
-            return super().database_backwards(app_label, schema_editor, from_state, to_state)
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            drop_concurrently(schema_editor, self.index.name)
         return None
 
 
