@@ -52,12 +52,19 @@ def write(changes: Iterable[Change], now: dt.datetime) -> None:
         by_fields.setdefault(tuple(changed), []).append((change.delivery.pk, changed))
     alias = write_db()
     for fields, rows in by_fields.items():
-        if connections[alias].vendor == "postgresql" and len(rows) > 1:
-            for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                _update_from_values(alias, fields, rows[start : start + ROWS_PER_STATEMENT])
-        else:
-            for pk, changed in rows:
-                Delivery.objects.using(alias).filter(pk=pk).update(**changed)
+        update_rows(alias, fields, rows)
+
+
+def update_rows(alias: str, names: tuple[str, ...], rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """Set fields ``names`` of each delivery of ``rows`` (its pk, and its values by
+    name) on database ``alias``: by ``UPDATE … FROM (VALUES …)`` on PostgreSQL, else by
+    one ``UPDATE`` each."""
+    if connections[alias].vendor == "postgresql" and len(rows) > 1:
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            _update_from_values(alias, names, rows[start : start + ROWS_PER_STATEMENT])
+    else:
+        for pk, changed in rows:
+            Delivery.objects.using(alias).filter(pk=pk).update(**changed)
 
 
 def _update_from_values(

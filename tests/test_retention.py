@@ -358,6 +358,20 @@ def test_support_finds_anonymised_deliveries_after_the_key_changes(task, client,
         assert {d.notification_id for d in found} == {after.pk}
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="UPDATE … FROM (VALUES …)")
+def test_anonymising_a_batch_costs_the_same_queries_for_more_deliveries(task):
+    def queries_for(recipients: int) -> int:
+        Notification.objects.all().delete()
+        addresses = [f"user{n}@example.com" for n in range(recipients)]
+        make_notification(task, addresses, age=50 * DAY, now=NOW)
+        with CaptureQueriesContext(connection) as queries:
+            report = purge(now=NOW, mode="anonymise")
+        assert report.deliveries == recipients
+        return len(queries)
+
+    assert queries_for(40) == queries_for(4)
+
+
 def test_anonymising_twice_changes_nothing_more(task):
     aged(task, "dave@example.com", 60 * DAY)
     purge(now=NOW, mode="anonymise")
