@@ -22,7 +22,7 @@ from django.contrib import admin
 from django.contrib.contenttypes.admin import GenericTabularInline
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, QuerySet
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_resolver, get_urlconf, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -280,12 +280,17 @@ class NotificationAdmin(ReadOnlyAdmin):
 
 
 def _admin_url(site: admin.AdminSite, name: str, *args: Any) -> str | None:
-    """The URL of admin page ``name`` on ``site`` (a host's own admin site), else on the
-    default one (the app's pages may be registered on ``admin.site`` only); None when
-    neither has it."""
-    for current_app in (site.name, None):
+    """The URL of admin page ``name`` on ``site`` (a host's own admin site), else on
+    ``admin.site`` (the app's pages may be registered there only), never on a third
+    site; None when neither has it. Only the sites mounted in the URLconf are tried:
+    "admin", the app namespace too, would otherwise stand for whichever site Django
+    finds."""
+    mounted = get_resolver(get_urlconf()).app_dict.get("admin", [])
+    for namespace in dict.fromkeys((site.name, admin.site.name)):
+        if namespace not in mounted:
+            continue
         try:
-            return reverse(f"admin:{name}", args=args, current_app=current_app)
+            return reverse(f"{namespace}:{name}", args=args)
         except NoReverseMatch:
             continue
     return None

@@ -240,6 +240,12 @@ def check_rest_framework_installed(app_configs=None, **kwargs) -> list[Warning]:
 
     if find_spec("rest_framework") is None or apps.is_installed("rest_framework"):
         return []
+    from rest_framework.renderers import BrowsableAPIRenderer, TemplateHTMLRenderer
+    from rest_framework.settings import api_settings
+
+    html = (BrowsableAPIRenderer, TemplateHTMLRenderer)
+    if not any(issubclass(renderer, html) for renderer in api_settings.DEFAULT_RENDERER_CLASSES):
+        return []  # JSON only: no template needed
     return [
         Warning(
             "djangorestframework is installed, so notify_tracking mounts its REST API, but "

@@ -61,14 +61,14 @@ def key_in_path(pk: Any) -> str | None:
     client would rewrite the path around them: a "." or ".." segment (browsers resolve
     them, and would ask for another object) or an empty one. Then every "/" is sent as
     %2F, which the server decodes back. A key that is "." or ".." itself is always a
-    dot segment, however it is written.
+    dot segment, however it is written; an empty one cannot fill ``<path:pk>``.
     """
     if isinstance(pk, int | uuid.UUID):
         return str(pk)  # nothing to quote
     text = str(pk)
     segments = text.split("/")
     if len(segments) == 1:
-        return None if text in (".", "..") else quote(text, safe=_PATH_SAFE)
+        return None if text in ("", ".", "..") else quote(text, safe=_PATH_SAFE)
     if any(segment in ("", ".", "..") for segment in segments):
         return quote(text, safe=_PATH_SAFE.replace("/", ""))
     return quote(text, safe=_PATH_SAFE)

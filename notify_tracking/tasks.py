@@ -6,6 +6,8 @@ ones to its beat schedule with :func:`beat_schedule`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -38,6 +40,10 @@ def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
     _eager.depth += 1
     try:
         outcome = sending.send_deliveries(delivery_ids)
+    except BaseException:
+        if _eager.depth == 1:
+            _abandon_eager_retries()
+        raise
     finally:
         _eager.depth -= 1
     if _eager.depth == 0 and _eager.retries:
@@ -46,26 +52,48 @@ def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
 
 
 class _EagerRetries(threading.local):
-    """Under CELERY_TASK_ALWAYS_EAGER, the retries a send task of this thread asked for.
+    """Under CELERY_TASK_ALWAYS_EAGER, the retries that send tasks of this thread asked
+    for, by due time.
 
     An eager task runs inside the one that enqueues it: a retry would run in the
     middle of its own batch, whose channel (one SMTP connection) is still in use. So
-    it waits here, and runs once the outermost send task is over, at its time."""
+    it waits here, and runs once the outermost send task is over, at its time; the
+    retries those retries ask for join the same queue (a loop, not a recursion)."""
 
     def __init__(self) -> None:
         self.depth = 0  # send tasks running in this thread, one inside another
-        self.retries: list[tuple[float, list[int]]] = []  # (due, by time.monotonic(); ids)
+        self.retries: list[tuple[float, int, list[int]]] = []  # a heap: (due, order, ids)
+        self.order = itertools.count()
 
 
 _eager = _EagerRetries()
 
 
 def _send_eager_retries() -> None:
-    while _eager.retries:
-        _eager.retries.sort(key=lambda retry: retry[0])
-        due, delivery_ids = _eager.retries.pop(0)
-        time.sleep(max(0.0, due - time.monotonic()))
-        send_deliveries(delivery_ids)  # its own retries join the list
+    _eager.depth += 1  # the retries they ask for are queued, not run in here
+    try:
+        while _eager.retries:
+            due, _order, delivery_ids = heapq.heappop(_eager.retries)
+            time.sleep(max(0.0, due - time.monotonic()))
+            sending.send_deliveries(delivery_ids)
+    except BaseException:
+        _abandon_eager_retries()
+        raise
+    finally:
+        _eager.depth -= 1
+
+
+def _abandon_eager_retries() -> None:
+    """A send task failed: its queued retries are not run (the next task, or test, is
+    not theirs to carry); the deliveries stay deferred, and the sweep sends them."""
+    waiting = sum(len(delivery_ids) for _due, _order, delivery_ids in _eager.retries)
+    _eager.retries.clear()
+    if waiting:
+        logger.warning(
+            "notify_tracking: a send task failed under CELERY_TASK_ALWAYS_EAGER: %d"
+            " deliveries it was to retry are left to the sweep (notify_tracking.sweep_stuck)",
+            waiting,
+        )
 
 
 @shared_task(name="notify_tracking.sweep_stuck", ignore_result=True)
@@ -147,14 +175,14 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
 
     A broker that cannot be reached is logged, not raised: the deliveries stay
     queued and the sweep enqueues them when the broker is back. Under
-    ``CELERY_TASK_ALWAYS_EAGER``, which runs no task later, a ``countdown`` of up to
-    ``EAGER_WAIT_MAX`` seconds is waited, after the send task that asked for it if
-    any, and a longer one is logged and left to the sweep, which sends the
-    deliveries once overdue.
+    ``CELERY_TASK_ALWAYS_EAGER``, which runs no task later, a ``countdown`` (even 0) of
+    up to ``EAGER_WAIT_MAX`` seconds is waited, after the outermost send task of the
+    thread if one asked for it, and a longer one is logged and left to the sweep,
+    which sends the deliveries once overdue.
     """
-    if countdown and send_deliveries.app.conf.task_always_eager:
+    if countdown is not None and send_deliveries.app.conf.task_always_eager:
         # Eager Celery runs a task at once, whatever its countdown. A retry due soon (a
-        # rate limit's pause) waits for its time here, as on a worker. A later one would
+        # rate limit's pause) waits for its time, as on a worker. A later one would
         # come before its deliveries are due and be refused: it is not run, and they
         # stay deferred, due at their time, for the sweep.
         if countdown > EAGER_WAIT_MAX:
@@ -166,9 +194,10 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
             )
             return
         if _eager.depth:  # asked by a send task: once it is over (_EagerRetries)
-            _eager.retries.append((time.monotonic() + countdown, list(delivery_ids)))
+            due = time.monotonic() + countdown
+            heapq.heappush(_eager.retries, (due, next(_eager.order), list(delivery_ids)))
             return
-        time.sleep(countdown)
+        time.sleep(countdown)  # asked outside a send task: nothing is in use
         countdown = None
     size = get_setting("BATCH_SIZE")
     options = {"countdown": countdown, "queue": get_setting("QUEUE")}

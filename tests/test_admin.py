@@ -240,6 +240,18 @@ def test_links_go_to_admin_site_for_the_pages_a_hosts_site_leaves_to_it(admin_cl
     assert f'href="/admin/notify_tracking/notification/{notification.pk}/change/"' in page
 
 
+@pytest.mark.urls("tests.urls_two_admin_sites")
+def test_links_never_go_to_a_third_site(admin_client):
+    """Without admin.site, Django's reverse() would pick any site for "admin:…"."""
+    task = Task.objects.create(title="Host task")
+    notify_with_statuses(task, [st.OPENED, st.SENT])
+
+    inline = admin_client.get(f"/staff/testapp/task/{task.pk}/change/").content.decode()
+
+    assert "Read by 1 of 2" in inline
+    assert "/super/" not in inline
+
+
 @pytest.mark.urls("tests.test_admin")
 def test_host_admin_inline_costs_the_same_for_many_notifications(admin_client):
     task = Task.objects.create(title="Host task")

@@ -91,6 +91,15 @@ def test_rest_framework_missing_from_installed_apps_is_warned(client, admin_user
     assert listed == []
 
 
+def test_rest_framework_unlisted_but_rendering_json_only_is_not_warned(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    settings.REST_FRAMEWORK = {
+        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    }
+    warnings = [e for e in run_checks(tags=[Tags.compatibility]) if e.id.startswith("notify")]
+    assert warnings == []
+
+
 def test_use_tz_false_is_refused_by_manage_py_check():
     """With naive times not one event could be recorded (a sent message stayed queued)."""
     with override_settings(USE_TZ=False):

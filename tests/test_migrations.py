@@ -41,7 +41,7 @@ def _delivery_index_changes() -> dict[tuple[str, str], tuple[str, list[str]]]:
             statements = [
                 statement
                 for statement in re.split(r";\s*\n", sql)
-                if re.search(r"\b(CREATE|DROP) INDEX\b", statement)
+                if re.search(r"\b((CREATE( UNIQUE)?|DROP) INDEX|ADD CONSTRAINT)\b", statement)
                 and ('"notify_tracking_delivery"' in statement or "nt_deliv_" in statement)
             ]
             if statements:

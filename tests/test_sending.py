@@ -15,7 +15,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.test import override_settings
 from django.utils import timezone
 
-from notify_tracking import notify, sending
+from notify_tracking import notify, sending, tasks
 from notify_tracking.models import Delivery, DeliveryEvent
 
 pytestmark = pytest.mark.django_db
@@ -124,6 +124,47 @@ def test_an_eager_retry_due_soon_waits_for_its_time(task, smtp, django_capture_o
     for deferral, following in itertools.pairwise(events):
         waited = (following.occurred_at - deferral.occurred_at).total_seconds()
         assert waited >= deferral.details["retry_in_seconds"] - 0.05  # rounded to 0.1 s
+
+
+@override_settings(NOTIFY_TRACKING={"RETRY_BACKOFF": 0, "RETRY_BACKOFF_MAX": 0, "MAX_ATTEMPTS": 3})
+def test_a_burst_of_eager_retries_due_at_once_all_run_after_the_batch(
+    task, smtp, django_capture_on_commit_callbacks
+):
+    """A countdown of 0 is a retry too (RETRY_BACKOFF 0, or Retry-After: 0); and 300
+    retries are run one after another, not each inside the one before."""
+    addresses = [f"user{n}@example.com" for n in range(150)]
+    for address in addresses:
+        smtp.rcpt_answers[address] = ["451 4.3.0 Mailbox busy, try later"] * 2
+    notification = send_now(task, addresses, django_capture_on_commit_callbacks)
+    outcome = sorted(notification.deliveries.values_list("status", "attempts").distinct())
+    assert outcome == [("sent", 3)]
+    assert len(smtp.messages) == 150
+    assert tasks._eager.retries == []
+
+
+@override_settings(NOTIFY_TRACKING={"RETRY_BACKOFF": 0, "RETRY_BACKOFF_MAX": 0})
+def test_the_retries_of_a_failed_eager_send_task_are_left_to_the_sweep(
+    task, smtp, caplog, monkeypatch, django_capture_on_commit_callbacks
+):
+    smtp.rcpt_answers["bob@example.com"] = ["451 4.3.0 Mailbox busy, try later"]
+    recorded = []
+    original = sending._record_persistently
+
+    def failing_second(delivery, result):
+        recorded.append(delivery.recipient)
+        if len(recorded) == 2:
+            raise RuntimeError("the database went away")
+        return original(delivery, result)
+
+    monkeypatch.setattr(sending, "_record_persistently", failing_second)
+    # enqueue_send() logs the error of the eager task, as it logs a broker's.
+    send_now(task, ["bob@example.com", "eve@example.com"], django_capture_on_commit_callbacks)
+
+    assert recorded == ["bob@example.com", "eve@example.com"]
+    assert tasks._eager.retries == []  # not carried into the next task, or test
+    assert "1 deliveries it was to retry are left to the sweep" in caplog.text
+    bob = Delivery.objects.get(recipient="bob@example.com")
+    assert (bob.status, bob.attempts) == ("deferred", 1)
 
 
 def test_an_eager_retry_due_later_is_left_to_the_sweep(

@@ -372,6 +372,7 @@ def test_list_badge_urls_of_every_key_type(client, staff):
         ("a//b", "a%2F%2Fb"),
         ("PROJ/", "PROJ%2F"),
         ("..", None),  # a dot segment however it is written: no URL
+        ("", None),  # no route takes an empty key
     ],
 )
 def test_a_key_a_browser_would_rewrite_is_sent_with_its_slashes_encoded(client, staff, key, in_url):
