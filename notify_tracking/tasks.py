@@ -208,7 +208,10 @@ def enqueue_send(delivery_ids: Sequence[int], countdown: float | None = None) ->
             send_deliveries.apply_async(args=[batch], **options)
         except Exception:
             logger.exception(
-                "notify_tracking: could not enqueue %d deliveries; the sweep will retry them",
+                "notify_tracking: the eager send task of %d deliveries failed; the sweep"
+                " will retry them"
+                if send_deliveries.app.conf.task_always_eager  # it ran here, and raised
+                else "notify_tracking: could not enqueue %d deliveries; the sweep will retry them",
                 len(batch),
             )
 

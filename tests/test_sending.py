@@ -163,6 +163,7 @@ def test_the_retries_of_a_failed_eager_send_task_are_left_to_the_sweep(
     assert recorded == ["bob@example.com", "eve@example.com"]
     assert tasks._eager.retries == []  # not carried into the next task, or test
     assert "1 deliveries it was to retry are left to the sweep" in caplog.text
+    assert "the eager send task of 2 deliveries failed" in caplog.text
     bob = Delivery.objects.get(recipient="bob@example.com")
     assert (bob.status, bob.attempts) == ("deferred", 1)
 
