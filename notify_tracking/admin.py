@@ -14,8 +14,6 @@ Host projects can show an object's notifications on its own admin page with
 
 from __future__ import annotations
 
-import operator
-from functools import reduce
 from typing import Any, cast
 
 from django.contrib import admin
@@ -28,10 +26,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from . import status as st
+from .activity.filters import address_matches
 from .aggregate import describe
 from .conf import channel_names
 from .models import Delivery, DeliveryEvent, Notification
-from .retention import placeholders
 
 #: The most events the timeline of a delivery's admin page shows (the newest).
 TIMELINE_LIMIT = 200
@@ -188,9 +186,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         if not term:
             return queryset, False
         if "@" in term and "." in term.rpartition("@")[2]:
-            addresses = (term, *placeholders(term))
-            matches = reduce(operator.or_, (Q(recipient__iexact=one) for one in addresses))
-            return queryset.filter(matches), False
+            return queryset.filter(address_matches(term)), False
         return _prefix_search(queryset, term, ("recipient", "notification__subject")), False
 
     @admin.display(description=_("subject"), ordering="notification__subject")

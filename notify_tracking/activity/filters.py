@@ -183,6 +183,14 @@ def _problem_with(value: Any) -> str | None:
 # --- one parser per parameter: value -> criteria, or ValueError with the reason -------
 
 
+def address_matches(address: str) -> Q:
+    """Deliveries to ``address`` in any case, or to one of its placeholders (anonymised
+    with the current key or a replaced one): the activity log's ``recipient=`` for one
+    address, and the admin's search by address."""
+    addresses = (address, *placeholders(address))
+    return reduce(operator.or_, (Q(recipient__iexact=one) for one in addresses))
+
+
 def _recipient(value: str) -> dict[str, Any]:
     """The address in any case, and its placeholders (one per key, the current and the
     replaced ones): anonymised deliveries show too."""
